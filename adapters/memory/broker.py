@@ -1,0 +1,275 @@
+"""Topics, partitions, offsets and consumer groups held in memory.
+
+It models what the pipeline relies on in Kafka: per-partition ordering and
+offsets, keyed partitioning, headers, committed offsets per group, and an
+eager rebalance in which every member gives up its partitions (and may commit
+them) before any member receives the new assignment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from application.errors import CommitFailed
+from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
+
+
+@dataclass(slots=True)
+class StoredRecord:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class _Member:
+    topics: tuple[str, ...]
+    holding: set[TopicPartition] = field(default_factory=set)  # may consume and commit these
+    released_generation: int = 0  # latest generation for which it gave up what it held
+    delivered_generation: int = 0  # latest generation whose assignment it was handed
+    pending: set[TopicPartition] = field(default_factory=set)
+    last_seen: float = 0.0
+
+
+@dataclass(slots=True)
+class _Group:
+    generation: int = 0
+    assigned_generation: int = 0
+    members: dict[str, _Member] = field(default_factory=dict)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _FailureRule:
+    topic: str
+    remaining: int | None  # None: until cleared
+    error: DeliveryError
+
+
+class UnknownTopic(Exception):
+    pass
+
+
+class InMemoryBroker:
+    def __init__(
+        self,
+        default_partitions: int = 4,
+        *,
+        auto_create_topics: bool = True,
+        session_timeout_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.default_partitions = default_partitions
+        self.auto_create_topics = auto_create_topics
+        self.session_timeout_s = session_timeout_s
+        self._monotonic = monotonic
+        self._changed = threading.Condition(threading.RLock())
+        self._topics: dict[str, list[list[StoredRecord]]] = {}
+        self._groups: dict[str, _Group] = {}
+        self._failures: list[_FailureRule] = []
+        self._round_robin = itertools.count()
+        self._member_ids = itertools.count(1)
+
+    # -- topics -----------------------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int | None = None) -> bool:
+        """False when the topic already exists (it is left as it is)."""
+        with self._changed:
+            if name in self._topics:
+                return False
+            self._topics[name] = [[] for _ in range(partitions or self.default_partitions)]
+            self._changed.notify_all()
+            return True
+
+    def delete_topic(self, name: str) -> None:
+        with self._changed:
+            self._topics.pop(name, None)
+
+    def topics(self) -> dict[str, int]:
+        with self._changed:
+            return {name: len(parts) for name, parts in self._topics.items()}
+
+    def _partitions(self, topic: str) -> list[list[StoredRecord]]:
+        parts = self._topics.get(topic)
+        if parts is None:
+            if not self.auto_create_topics:
+                raise UnknownTopic(topic)
+            self.create_topic(topic)
+            parts = self._topics[topic]
+        return parts
+
+    def append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = (),
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> tuple[int, int]:
+        """Store a record and return (partition, offset)."""
+        with self._changed:
+            parts = self._partitions(topic)
+            if partition is None:
+                partition = next(self._round_robin) % len(parts) if key is None else zlib.crc32(key) % len(parts)
+            log = parts[partition]
+            offset = len(log)
+            stamp = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+            log.append(StoredRecord(offset, key, value, tuple(headers), stamp))
+            self._changed.notify_all()
+            return partition, offset
+
+    def end_offset(self, partition: TopicPartition) -> int:
+        with self._changed:
+            return len(self._topics.get(partition.topic, [[]] * (partition.partition + 1))[partition.partition])
+
+    def read(self, partition: TopicPartition, offset: int, max_records: int) -> list[ConsumedRecord]:
+        with self._changed:
+            log = self._topics[partition.topic][partition.partition]
+            return [
+                ConsumedRecord(
+                    partition.topic, partition.partition, r.offset, r.key, r.value, r.headers, r.timestamp_ms
+                )
+                for r in log[offset : offset + max_records]
+            ]
+
+    def records(self, topic: str) -> list[ConsumedRecord]:
+        """Every record of a topic, partition by partition: for tests and the demo's summary."""
+        with self._changed:
+            parts = self._topics.get(topic, [])
+            return [
+                ConsumedRecord(topic, number, r.offset, r.key, r.value, r.headers, r.timestamp_ms)
+                for number, log in enumerate(parts)
+                for r in log
+            ]
+
+    def wait_for_change(self, timeout_s: float) -> None:
+        with self._changed:
+            self._changed.wait(timeout_s)
+
+    # -- failure injection --------------------------------------------------------------------
+
+    def fail_publishes(
+        self, topic: str, count: int | None = None, *, retriable: bool = True, message: str = "injected failure"
+    ) -> None:
+        """Make the next ``count`` publishes to ``topic`` fail (all of them while ``count`` is None)."""
+        with self._changed:
+            self._failures.append(_FailureRule(topic, count, DeliveryError(message, retriable)))
+
+    def clear_failures(self) -> None:
+        with self._changed:
+            self._failures.clear()
+
+    def take_failure(self, topic: str) -> DeliveryError | None:
+        with self._changed:
+            for rule in self._failures:
+                if rule.topic == topic and (rule.remaining is None or rule.remaining > 0):
+                    if rule.remaining is not None:
+                        rule.remaining -= 1
+                    return rule.error
+            if topic not in self._topics and not self.auto_create_topics:
+                return DeliveryError(f"unknown topic {topic}", retriable=True)
+            return None
+
+    # -- consumer groups ------------------------------------------------------------------------
+
+    def join(self, group_id: str, topics: Sequence[str]) -> str:
+        with self._changed:
+            member_id = f"member-{next(self._member_ids)}"
+            group = self._groups.setdefault(group_id, _Group())
+            for topic in topics:
+                self._partitions(topic)
+            group.members[member_id] = _Member(tuple(topics), last_seen=self._monotonic())
+            self._start_rebalance(group)
+            return member_id
+
+    def leave(self, group_id: str, member_id: str) -> None:
+        with self._changed:
+            group = self._groups.get(group_id)
+            if group is not None and group.members.pop(member_id, None) is not None:
+                self._start_rebalance(group)
+
+    def _start_rebalance(self, group: _Group) -> None:
+        group.generation += 1
+        self._changed.notify_all()
+
+    def _evict_silent_members(self, group: _Group) -> None:
+        deadline = self._monotonic() - self.session_timeout_s
+        silent = [member_id for member_id, member in group.members.items() if member.last_seen < deadline]
+        for member_id in silent:
+            del group.members[member_id]
+        if silent:
+            self._start_rebalance(group)
+
+    def sync(self, group_id: str, member_id: str) -> tuple[set[TopicPartition], set[TopicPartition]] | None:
+        """Advance one member through a rebalance; returns (revoked, assigned) or None when nothing changed.
+
+        A member first gives up everything it holds (it may still commit those
+        partitions while its revocation callback runs, until ``revoke_done``);
+        the new assignment is handed out only once every member has let go.
+        """
+        with self._changed:
+            group = self._groups.get(group_id)
+            if group is None or member_id not in group.members:
+                raise CommitFailed(f"{member_id} is no longer a member of group {group_id}")
+            member = group.members[member_id]
+            member.last_seen = self._monotonic()
+            self._evict_silent_members(group)
+            generation = group.generation
+            if member.delivered_generation == generation:
+                return None
+            if member.released_generation < generation:
+                member.released_generation = generation
+                if member.holding:
+                    return set(member.holding), set()
+            if group.assigned_generation != generation:
+                if any(m.released_generation < generation or m.holding for m in group.members.values()):
+                    return None  # others still hold partitions of the previous generation
+                self._assign(group)
+            member.holding = member.pending
+            member.delivered_generation = generation
+            return set(), set(member.holding)
+
+    def revoke_done(self, group_id: str, member_id: str) -> None:
+        with self._changed:
+            group = self._groups.get(group_id)
+            if group is not None and member_id in group.members:
+                group.members[member_id].holding = set()
+                self._changed.notify_all()
+
+    def _assign(self, group: _Group) -> None:
+        """Range assignment per topic, members in id order: deterministic, like Kafka's default."""
+        members = sorted(group.members)
+        for member_id in members:
+            group.members[member_id].pending = set()
+        for topic in sorted({topic for m in group.members.values() for topic in m.topics}):
+            subscribers = [m for m in members if topic in group.members[m].topics]
+            count = len(self._topics[topic])
+            for number in range(count):
+                owner = subscribers[number * len(subscribers) // count]
+                group.members[owner].pending.add(TopicPartition(topic, number))
+        group.assigned_generation = group.generation
+
+    def commit(self, group_id: str, member_id: str, offsets: dict[TopicPartition, int]) -> None:
+        with self._changed:
+            group = self._groups.get(group_id)
+            member = group.members.get(member_id) if group else None
+            if group is None or member is None:
+                raise CommitFailed(f"{member_id} is not a member of group {group_id}")
+            foreign = [tp for tp in offsets if tp not in member.holding]
+            if foreign:
+                raise CommitFailed(f"{member_id} does not own {sorted(foreign)}")
+            group.committed.update(offsets)
+
+    def committed(self, group_id: str, partition: TopicPartition) -> int | None:
+        with self._changed:
+            group = self._groups.get(group_id)
+            return group.committed.get(partition) if group else None

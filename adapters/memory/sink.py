@@ -1,0 +1,54 @@
+"""A producer for the in-memory broker: records reach the broker, and callbacks fire, on poll or flush."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from adapters.memory.broker import InMemoryBroker, UnknownTopic
+from application.errors import SinkFull
+from application.messages import DeliveryError, Headers
+from application.ports import DeliveryCallback, MessageSink
+
+_Queued = tuple[str, bytes | None, bytes | None, Headers, DeliveryCallback, int]
+
+
+class InMemorySink(MessageSink):
+    def __init__(self, broker: InMemoryBroker, *, queue_capacity: int = 100_000) -> None:
+        self._broker = broker
+        self._capacity = queue_capacity
+        self._queue: deque[_Queued] = deque()
+
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        if len(self._queue) >= self._capacity:
+            raise SinkFull(f"{len(self._queue)} records queued")
+        self._queue.append((topic, key, value, headers, on_delivery, int(time.time() * 1000)))
+
+    def _deliver_queued(self) -> None:
+        # Only what was queued before this call: callbacks may queue more (a retry, a dead letter).
+        for _ in range(len(self._queue)):
+            topic, key, value, headers, on_delivery, stamp = self._queue.popleft()
+            error = self._broker.take_failure(topic)
+            if error is None:
+                try:
+                    self._broker.append(topic, key, value, headers, timestamp_ms=stamp)
+                except UnknownTopic:
+                    error = DeliveryError(f"unknown topic {topic}", retriable=True)
+            on_delivery(error)
+
+    def poll(self, timeout_s: float) -> None:
+        if self._queue:
+            self._deliver_queued()
+        elif timeout_s > 0:
+            time.sleep(timeout_s)
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._queue and time.monotonic() < deadline:
+            self._deliver_queued()
+        return not self._queue
+
+    def close(self) -> None:
+        self.flush(5.0)

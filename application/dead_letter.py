@@ -1,0 +1,40 @@
+"""The dead-letter record format: original key and value, the reason in ``x-dlq-*`` headers."""
+
+from __future__ import annotations
+
+from application.messages import ConsumedRecord, Headers
+
+REASON = "x-dlq-reason"
+ERROR = "x-dlq-error"
+SOURCE_TOPIC = "x-dlq-source-topic"
+SOURCE_PARTITION = "x-dlq-source-partition"
+SOURCE_OFFSET = "x-dlq-source-offset"
+FAILED_AT = "x-dlq-failed-at"
+REPLAY_COUNT = "x-dlq-replay-count"
+DLQ_HEADERS = (REASON, ERROR, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, FAILED_AT)
+
+# Reasons that come from the pipeline rather than from the domain's rules.
+PUBLISH_FAILED = "publish_failed"
+PROCESSING_ERROR = "processing_error"
+
+_MAX_ERROR_BYTES = 1024
+
+
+def dead_letter_headers(record: ConsumedRecord, reason: str, error: str, failed_at: str) -> list[tuple[str, bytes]]:
+    """The record's own headers (minus stale ``x-dlq-*`` ones from a replay) followed by the DLQ headers."""
+    headers = [(name, value) for name, value in record.headers if name not in DLQ_HEADERS]
+    headers.extend(
+        (
+            (REASON, reason.encode()),
+            (ERROR, error.encode("utf-8", "replace")[:_MAX_ERROR_BYTES]),
+            (SOURCE_TOPIC, record.topic.encode()),
+            (SOURCE_PARTITION, str(record.partition).encode()),
+            (SOURCE_OFFSET, str(record.offset).encode()),
+            (FAILED_AT, failed_at.encode()),
+        )
+    )
+    return headers
+
+
+def without_dead_letter_headers(headers: Headers) -> list[tuple[str, bytes]]:
+    return [(name, value) for name, value in headers if name not in DLQ_HEADERS]

@@ -1,0 +1,48 @@
+"""Liveness and readiness as the pipeline sees them; an adapter serves them over HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from application.ports import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+class HealthState:
+    """Updated by the pipeline loop with plain attribute writes, read by the health endpoint's thread."""
+
+    def __init__(self, clock: Clock | None = None, stall_after_s: float = 60.0) -> None:
+        self._clock = clock or Clock()
+        self.stall_after_s = stall_after_s
+        self.broker_available = False
+        self.running = False
+        self.assigned_partitions = 0
+        self.last_loop_at = self._clock.monotonic()
+        self.last_error = ""
+
+    def heartbeat(self) -> None:
+        self.last_loop_at = self._clock.monotonic()
+
+    def stalled(self) -> bool:
+        return self._clock.monotonic() - self.last_loop_at > self.stall_after_s
+
+    def alive(self) -> bool:
+        return not self.stalled()
+
+    def readiness(self) -> Readiness:
+        if not self.running:
+            return Readiness(False, "pipeline not running")
+        if not self.broker_available:
+            return Readiness(
+                False, f"broker unreachable: {self.last_error}" if self.last_error else "broker unreachable"
+            )
+        if self.assigned_partitions == 0:
+            return Readiness(False, "no partitions assigned")
+        if self.stalled():
+            return Readiness(False, "processing loop stalled")
+        return Readiness(True, "ok")

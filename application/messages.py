@@ -1,0 +1,55 @@
+"""Broker-neutral records, as the ports exchange them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class TopicPartition(NamedTuple):
+    """Compares and hashes like a plain ``(topic, partition)`` tuple, which hot loops may use instead."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(slots=True)
+class ConsumedRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryError:
+    """Why the broker did not take a record; ``retriable`` says whether trying again can help."""
+
+    message: str
+    retriable: bool = True
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def header_value(headers: Headers | None, name: str) -> bytes | None:
+    """The last value of a header, as Kafka clients conventionally read it."""
+    found = None
+    for key, value in headers or ():
+        if key == name:
+            found = value
+    return found

@@ -1,0 +1,118 @@
+"""The ports: what the use cases need from the outside world, and nothing more."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
+
+DeliveryCallback = Callable[[DeliveryError | None], None]
+
+
+class RebalanceListener(Protocol):
+    """Called from inside ``MessageSource.poll_batch`` when the group moves partitions."""
+
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+
+class MessageSource(ABC):
+    """A consumer-group member reading records and committing positions by hand."""
+
+    @abstractmethod
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None: ...
+
+    @abstractmethod
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first one."""
+
+    @abstractmethod
+    def commit(self, offsets: Mapping[TopicPartition, int], *, asynchronous: bool = False) -> None:
+        """Store the next offset to read per partition; raises CommitFailed if the group refuses."""
+
+    @abstractmethod
+    def pause(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    @abstractmethod
+    def resume(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Leave the group promptly so its partitions move without waiting for a session timeout."""
+
+
+class MessageSink(ABC):
+    """A producer that reports each record's fate through a callback."""
+
+    @abstractmethod
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        """Queue one record; raises SinkFull when the local queue has no room.
+
+        ``on_delivery`` runs later, on the caller's thread, from ``poll`` or ``flush``,
+        with None once the broker has the record or a DeliveryError.
+        """
+
+    @abstractmethod
+    def poll(self, timeout_s: float) -> None:
+        """Serve pending delivery callbacks."""
+
+    @abstractmethod
+    def flush(self, timeout_s: float) -> bool:
+        """Wait for every queued record's callback; True when none is left."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Clock:
+    """Wall and monotonic time; tests substitute a fake to make time-based behaviour deterministic."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class Metrics:
+    """Observations the pipeline reports, in batches so the hot path stays cheap; the base ignores them."""
+
+    def consumed(self, count: int) -> None:
+        pass
+
+    def processed(self, count: int) -> None:
+        pass
+
+    def dead_lettered(self, reason: str, count: int) -> None:
+        pass
+
+    def retried(self, count: int) -> None:
+        pass
+
+    def committed(self, count: int) -> None:
+        pass
+
+    def batch_processed(self, seconds: float, records: int) -> None:
+        pass
+
+    def end_to_end_latency(self, seconds: float) -> None:
+        pass
+
+    def in_flight(self, count: int) -> None:
+        pass
+
+    def paused_partitions(self, count: int) -> None:
+        pass
+
+    def consumer_lag(self, partition: TopicPartition, lag: int) -> None:
+        pass

@@ -1,0 +1,21 @@
+"""What the pipeline use case needs to know, independent of where the values came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from application.retry import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    input_topic: str = "user-login"
+    output_topic: str = "processed-user-login"
+    dlq_topic: str = "user-login-dlq"
+    batch_size: int = 500
+    poll_timeout_s: float = 0.5
+    commit_interval_s: float = 1.0
+    max_in_flight: int = 20_000
+    max_records_per_second: float | None = None
+    shutdown_timeout_s: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)

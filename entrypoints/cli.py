@@ -1,0 +1,149 @@
+"""The ``pipeline`` command line.
+
+Exit statuses: 0 success, 1 a runtime failure, 2 a usage or configuration
+mistake (one line on stderr naming what is wrong, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from adapters.logging import configure_logging
+from entrypoints.commands import config as config_command
+from entrypoints.commands import demo, process, schema, service
+from entrypoints.config import ConfigError, Settings, load_settings
+from entrypoints.errors import SECRET_MARKERS, UsageError
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("configuration (overrides environment and .env)")
+    group.add_argument("--env-file", metavar="PATH", help="read settings from this file instead of ./.env")
+    group.add_argument(
+        "-c", "--set", dest="overrides", metavar="NAME=VALUE", type=_key_value, action="append", default=[],
+        help="any setting (e.g. RETRY_LIMIT=3) or KAFKA_* client property; repeatable",
+    )  # fmt: skip
+    group.add_argument("--broker-client", choices=("memory", "confluent", "kafka-python"))
+    group.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]")
+    group.add_argument("--log-level", choices=("trace", "debug", "info", "warning", "error", "critical"))
+    group.add_argument("--log-format", choices=("text", "json"))
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Validate, transform and route user-login events between Kafka topics.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[common], help="run the service")
+    run.add_argument(
+        "--max-messages", type=_positive_int, metavar="N", help="stop once N records are done and committed"
+    )
+    run.add_argument(
+        "--idle-timeout", type=_non_negative_float, metavar="SECONDS", help="stop after this long with no new record"
+    )
+    run.add_argument("--ensure-topics", action="store_true", help="create missing topics at start")
+    run.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="consumer processes in this group (default: WORKERS or 1)"
+    )
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="run the pipeline over generated records on the embedded broker"
+    )
+    demo.add_argument("--count", type=_positive_int, default=100_000, metavar="N")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+    process = commands.add_parser("process", parents=[common], help="process a JSON-lines file offline")
+    process.add_argument("input", metavar="INPUT", help="JSON-lines file, one record value per line ('-' for stdin)")
+    process.add_argument("--out", required=True, metavar="OUT", help="processed records, one per line")
+    process.add_argument("--dlq", required=True, metavar="DLQ", help="rejected lines as JSON objects")
+
+    schema = commands.add_parser("schema", parents=[common], help="print the event contract as JSON Schema")
+    schema.add_argument("--processed", action="store_true", help="the published event instead of the input")
+
+    commands.add_parser("config", parents=[common], help="show the effective settings and where each came from")
+    return parser  # fmt: skip
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = dict(args.overrides or [])
+    for key in ("broker_client", "bootstrap_servers", "log_level", "log_format"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "workers", None) is not None:
+        overrides["workers"] = str(args.workers)
+    return load_settings(overrides, env_file=args.env_file)
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    return [
+        value for name, value in settings.client_properties.items() if any(marker in name for marker in SECRET_MARKERS)
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as error:
+        print(f"pipeline: configuration error: {error}", file=sys.stderr)
+        return 2
+    log_level = settings.log_level
+    if args.command in ("demo", "process") and settings.sources.get("log_level") == "default":
+        log_level = "warning"  # these print their own summary; service chatter would bury it
+    configure_logging(log_level, settings.log_format, secrets=secrets_of(settings))
+
+    handlers = {
+        "run": service.run,
+        "demo": demo.run,
+        "process": process.run,
+        "schema": schema.run,
+        "config": config_command.run,
+    }
+    try:
+        return handlers[args.command](args, settings)
+    except (UsageError, ConfigError) as error:
+        print(f"pipeline: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pipeline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

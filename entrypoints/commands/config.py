@@ -1,0 +1,25 @@
+"""``pipeline config``: every effective setting and where it came from, secrets masked."""
+
+from __future__ import annotations
+
+import argparse
+
+from entrypoints.config import SETTINGS, Settings
+from entrypoints.errors import SECRET_MARKERS
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    return "off" if value is None else str(value)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    width = max(len(setting.name) for setting in SETTINGS)
+    for setting in SETTINGS:
+        origin = settings.sources.get(setting.key, "default")
+        print(f"{setting.name:<{width}}  {_shown(settings.values[setting.key]):<28} ({origin})")
+    for name, value in sorted(settings.client_properties.items()):
+        masked = "***" if any(marker in name for marker in SECRET_MARKERS) else value
+        print(f"{'client: ' + name:<{width}}  {masked}")
+    return 0

@@ -1,0 +1,312 @@
+"""Configuration from defaults, an optional ``.env`` file, the environment and CLI overrides, in that order.
+
+Every setting is declared once in ``SETTINGS`` with its accepted names (the old
+Go consumer's names included), parser, default and help; the loader, the error
+messages and the README's configuration table all come from that one list.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from application.retry import RetryPolicy
+from application.settings import PipelineSettings
+from domain.policies import REQUIRED_FIELDS, RuleSettings
+from domain.versions import AppVersion
+
+BROKER_CLIENTS = ("memory", "confluent", "kafka-python")
+GUARANTEES = ("at-least-once", "exactly-once")
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot use; the message names the setting."""
+
+
+def _integer(minimum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(minimum: float = 0.0) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        if not value >= minimum or value == float("inf"):
+            raise ValueError(f"must be a finite number of at least {minimum:g}, got {text.strip()}")
+        return value
+
+    return parse
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*")
+_DURATION_UNITS_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _duration_ms(text: str) -> int:
+    """Milliseconds from ``6000``, ``6000ms``, ``6s`` or ``1m`` (the Go consumer wrote durations)."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected milliseconds or a duration like 10s, got {text!r}")
+    return int(float(match.group(1)) * _DURATION_UNITS_MS[match.group(2) or "ms"])
+
+
+def _version_or_off(text: str) -> AppVersion | None:
+    if text.strip().lower() in {"", "off", "none"}:
+        return None
+    return AppVersion.parse(text.strip())
+
+
+def _field_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str
+    names: tuple[str, ...]
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("broker_client", ("BROKER_CLIENT",), _choice(*BROKER_CLIENTS), "confluent",
+            "Broker adapter: confluent (confluent-kafka), kafka-python, or memory (embedded, for demos)"),
+    Setting("bootstrap_servers", ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BROKER_URL"), _text, "localhost:9092",
+            "Comma-separated Kafka bootstrap servers"),
+    Setting("input_topic", ("INPUT_TOPIC", "KAFKA_INPUT_TOPIC"), _text, "user-login", "Topic to consume"),
+    Setting("output_topic", ("OUTPUT_TOPIC", "KAFKA_OUTPUT_TOPIC"), _text, "processed-user-login",
+            "Topic for processed events"),
+    Setting("dlq_topic", ("DLQ_TOPIC", "KAFKA_DLQ_TOPIC"), _text, "user-login-dlq",
+            "Dead-letter topic for rejected records"),
+    Setting("consumer_group", ("CONSUMER_GROUP", "KAFKA_CONSUMER_GROUP"), _text, "user-login-processor",
+            "Consumer group id"),
+    Setting("auto_offset_reset", ("AUTO_OFFSET_RESET",), _choice("earliest", "latest"), "earliest",
+            "Where a group with no committed offset starts"),
+    Setting("session_timeout_ms", ("SESSION_TIMEOUT", "SESSION_TIMEOUT_MS"), _duration_ms, "45000",
+            "Group session timeout: milliseconds or a duration such as 45s"),
+    Setting("enable_auto_commit", ("ENABLE_AUTO_COMMIT",), _boolean, "false",
+            "Accepted for compatibility; auto-commit is always off (offsets are committed after delivery)"),
+    Setting("processing_guarantee", ("PROCESSING_GUARANTEE",), _choice(*GUARANTEES), "at-least-once",
+            "at-least-once, or exactly-once with Kafka transactions"),
+    Setting("retry_limit", ("RETRY_LIMIT", "KAFKA_RETRY_LIMIT"), _integer(0), "5",
+            "Publish retries before a record is dead-lettered as publish_failed"),
+    Setting("retry_backoff_ms", ("RETRY_BACKOFF_MS",), _integer(1), "100",
+            "First retry backoff; doubles per attempt, with full jitter"),
+    Setting("retry_max_backoff_ms", ("RETRY_MAX_BACKOFF_MS",), _integer(1), "10000", "Ceiling of the retry backoff"),
+    Setting("batch_size", ("BATCH_SIZE",), _integer(1), "500", "Records taken per poll"),
+    Setting("poll_timeout_ms", ("POLL_TIMEOUT_MS",), _integer(0), "500", "Longest wait for new records per poll"),
+    Setting("commit_interval_ms", ("COMMIT_INTERVAL_MS",), _integer(0), "1000",
+            "How often acknowledged offsets are committed"),
+    Setting("max_in_flight", ("MAX_IN_FLIGHT",), _integer(1), "20000",
+            "Records consumed but not yet acknowledged before consumption pauses"),
+    Setting("max_records_per_second", ("MAX_RECORDS_PER_SECOND",), _number(0), "0",
+            "Smooth ceiling on records consumed per second per process; 0 means no limit"),
+    Setting("shutdown_timeout_s", ("SHUTDOWN_TIMEOUT",), _number(0), "30",
+            "Seconds allowed to finish in-flight records on SIGTERM"),
+    Setting("topic_partitions", ("TOPIC_PARTITIONS",), _integer(1), "4", "Partitions for topics the service creates"),
+    Setting("topic_replication_factor", ("TOPIC_REPLICATION_FACTOR",), _integer(1), "1",
+            "Replication factor for topics the service creates"),
+    Setting("min_app_version", ("MIN_APP_VERSION",), _version_or_off, "2.0.0",
+            "Oldest accepted app_version; off disables the age check"),
+    Setting("required_fields", ("REQUIRED_FIELDS",), _field_list, ",".join(REQUIRED_FIELDS),
+            "Fields that must be present and non-blank"),
+    Setting("check_field_types", ("CHECK_FIELD_TYPES",), _boolean, "true", "Reject non-string user/device fields"),
+    Setting("check_app_version", ("CHECK_APP_VERSION",), _boolean, "true", "Validate app_version format and age"),
+    Setting("check_ip", ("CHECK_IP",), _boolean, "true", "Validate ip"),
+    Setting("require_public_ip", ("REQUIRE_PUBLIC_IP",), _boolean, "true",
+            "Reject private, loopback, link-local and reserved addresses"),
+    Setting("check_timestamp", ("CHECK_TIMESTAMP",), _boolean, "true", "Validate timestamp"),
+    Setting("json_codec", ("JSON_CODEC",), _choice("orjson", "stdlib"), "orjson",
+            "JSON parser for the hot path (both give identical results)"),
+    Setting("log_level", ("LOG_LEVEL", "LEVEL"), _choice("trace", "debug", "info", "warning", "error", "critical"),
+            "info", "Log level"),
+    Setting("log_format", ("LOG_FORMAT",), _choice("text", "json"), "text", "text for people, json for collectors"),
+    Setting("metrics_port", ("METRICS_PORT",), _integer(0), "9108",
+            "Port for /metrics, /healthz and /readyz; 0 disables"),
+    Setting("workers", ("WORKERS",), _integer(1), "1", "Consumer processes in this instance (pipeline run)"),
+)  # fmt: skip
+
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+_KNOWN_NAMES = {name for setting in SETTINGS for name in setting.names}
+# KAFKA_* variables that are not settings become client properties; these prefixes belong to tooling.
+_NOT_CLIENT_PROPERTIES = (
+    "KAFKA_LOCAL_",
+    "KAFKA_HOME",
+    "KAFKA_OPTS",
+    "KAFKA_HEAP_OPTS",
+    "KAFKA_JVM_",
+    "KAFKA_LOG4J_",
+    "KAFKA_GC_",
+    "KAFKA_JMX_",
+    "KAFKA_DEBUG",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    values: Mapping[str, Any]
+    client_properties: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)  # key -> the variable or flag it came from
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def replace(self, **overrides: Any) -> Settings:
+        return Settings({**self.values, **overrides}, self.client_properties, self.sources)
+
+    def pipeline_settings(self) -> PipelineSettings:
+        v = self.values
+        return PipelineSettings(
+            input_topic=v["input_topic"],
+            output_topic=v["output_topic"],
+            dlq_topic=v["dlq_topic"],
+            batch_size=v["batch_size"],
+            poll_timeout_s=v["poll_timeout_ms"] / 1000,
+            commit_interval_s=v["commit_interval_ms"] / 1000,
+            max_in_flight=v["max_in_flight"],
+            max_records_per_second=v["max_records_per_second"] or None,
+            shutdown_timeout_s=v["shutdown_timeout_s"],
+            retry=RetryPolicy(
+                limit=v["retry_limit"],
+                base_backoff_s=v["retry_backoff_ms"] / 1000,
+                max_backoff_s=max(v["retry_max_backoff_ms"], v["retry_backoff_ms"]) / 1000,
+            ),
+        )
+
+    def rule_settings(self) -> RuleSettings:
+        v = self.values
+        return RuleSettings(
+            required_fields=v["required_fields"],
+            check_field_types=v["check_field_types"],
+            check_app_version=v["check_app_version"],
+            minimum_app_version=v["min_app_version"],
+            check_ip=v["check_ip"],
+            require_public_ip=v["require_public_ip"],
+            check_timestamp=v["check_timestamp"],
+        )
+
+
+def client_property_name(variable: str) -> str | None:
+    """``KAFKA_SECURITY_PROTOCOL`` -> ``security.protocol``; None for settings and tooling variables."""
+    if not variable.startswith("KAFKA_") or variable in _KNOWN_NAMES or variable.startswith(_NOT_CLIENT_PROPERTIES):
+        return None
+    return variable[len("KAFKA_") :].lower().replace("_", ".")
+
+
+def load_settings(
+    overrides: Mapping[str, str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = None,
+) -> Settings:
+    """Resolve every setting; raises ConfigError naming the first bad one.
+
+    ``overrides`` are CLI values keyed by setting key or variable name. The
+    ``.env`` file (``ENV_FILE``, else ``./.env`` when present) is read first and
+    the real environment wins over it, as in the Go consumer.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(env_file or environ.get("ENV_FILE") or ".env")
+    file_values: dict[str, str] = {}
+    if env_file is not None or "ENV_FILE" in environ or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"ENV_FILE: {path} does not exist")
+        file_values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    merged = {**file_values, **environ}
+
+    by_name = {name: setting for setting in SETTINGS for name in setting.names}
+    cli: dict[str, tuple[str, str]] = {}
+    for name, text in (overrides or {}).items():
+        setting = _BY_KEY.get(name) or by_name.get(name.upper())
+        if setting is None:
+            property_name = client_property_name(name.upper())
+            if property_name is None:
+                raise ConfigError(f"{name}: unknown setting (see `pipeline config` for the list)")
+            merged[name.upper()] = text
+            continue
+        typed_as_variable = name.upper() in by_name
+        cli[setting.key] = (text, name.upper() if typed_as_variable else f"--{setting.key.replace('_', '-')}")
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        origin, text = "default", setting.default
+        if setting.key in cli:
+            text, origin = cli[setting.key]
+        else:
+            for name in setting.names:
+                if name in merged:
+                    text, origin = merged[name], name
+                    break
+        try:
+            values[setting.key] = setting.parse(text)
+        except ValueError as error:
+            raise ConfigError(f"{origin if origin != 'default' else setting.name}: {error}") from None
+        sources[setting.key] = origin
+
+    properties = {}
+    for variable, text in merged.items():
+        property_name = client_property_name(variable)
+        if property_name is not None:
+            properties[property_name] = text
+    return Settings(values, properties, sources)
+
+
+def describe_setting(setting: Setting) -> tuple[str, str, str, str]:
+    """(name, aliases, default, help) for documentation."""
+    return setting.name, ", ".join(setting.names[1:]), setting.default, setting.help

@@ -1,0 +1,67 @@
+"""The dependency-injector container: picks adapters from the settings and wires the use cases.
+
+Switching broker clients is a configuration change (``BROKER_CLIENT``); no
+domain or application code knows which one runs.
+"""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from adapters.json_codec import OrjsonCodec
+from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
+from application.health import HealthState
+from application.pipeline import Pipeline
+from application.ports import Clock, Metrics
+from domain.codec import StdlibJsonCodec
+from domain.policies import build_policies
+from domain.processing import LoginEventProcessor
+from entrypoints.config import Settings
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+
+    clock = providers.Singleton(Clock)
+    health = providers.Singleton(HealthState, clock=clock)
+    metrics = providers.Singleton(Metrics)
+
+    json_codec = providers.Selector(
+        settings.provided.json_codec,
+        orjson=providers.Singleton(OrjsonCodec),
+        stdlib=providers.Singleton(StdlibJsonCodec),
+    )
+    policies = providers.Singleton(build_policies, settings.provided.rule_settings.call())
+    processor = providers.Singleton(LoginEventProcessor, policies=policies, codec=json_codec)
+
+    memory_broker = providers.Singleton(InMemoryBroker, default_partitions=settings.provided.topic_partitions)
+
+    source = providers.Selector(
+        settings.provided.broker_client,
+        memory=providers.Factory(
+            InMemorySource,
+            broker=memory_broker,
+            group_id=settings.provided.consumer_group,
+            auto_offset_reset=settings.provided.auto_offset_reset,
+        ),
+    )
+    sink = providers.Selector(
+        settings.provided.broker_client,
+        memory=providers.Factory(InMemorySink, broker=memory_broker),
+    )
+
+    pipeline = providers.Factory(
+        Pipeline,
+        source=source,
+        sink=sink,
+        processor=processor,
+        settings=settings.provided.pipeline_settings.call(),
+        clock=clock,
+        metrics=metrics,
+        health=health,
+    )
+
+
+def build_container(settings: Settings) -> Container:
+    container = Container(settings=settings)
+    return container

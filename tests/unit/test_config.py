@@ -1,0 +1,114 @@
+"""Settings: names old and new, precedence, client properties and clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from domain.versions import AppVersion
+from entrypoints.config import ConfigError, client_property_name, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings(environ={})
+    assert settings.broker_client == "confluent"
+    assert (settings.input_topic, settings.output_topic, settings.dlq_topic) == (
+        "user-login", "processed-user-login", "user-login-dlq",
+    )  # fmt: skip
+    assert settings.min_app_version == AppVersion.parse("2.0.0")
+    assert settings.sources["retry_limit"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("variable", "key", "text", "value"),
+    [
+        ("KAFKA_BROKER_URL", "bootstrap_servers", "kafka:29092", "kafka:29092"),
+        ("KAFKA_INPUT_TOPIC", "input_topic", "in", "in"),
+        ("KAFKA_OUTPUT_TOPIC", "output_topic", "out", "out"),
+        ("KAFKA_DLQ_TOPIC", "dlq_topic", "dead", "dead"),
+        ("KAFKA_CONSUMER_GROUP", "consumer_group", "grp", "grp"),
+        ("KAFKA_RETRY_LIMIT", "retry_limit", "7", 7),
+        ("LEVEL", "log_level", "DEBUG", "debug"),
+        ("SESSION_TIMEOUT", "session_timeout_ms", "10s", 10_000),
+        ("SESSION_TIMEOUT", "session_timeout_ms", "6000", 6_000),
+        ("AUTO_OFFSET_RESET", "auto_offset_reset", "latest", "latest"),
+        ("ENABLE_AUTO_COMMIT", "enable_auto_commit", "true", True),
+    ],
+)
+def test_accepts_the_go_consumers_names(variable: str, key: str, text: str, value: object) -> None:
+    settings = load_settings(environ={variable: text})
+    assert settings.values[key] == value
+    assert settings.sources[key] == variable
+
+
+def test_new_name_wins_over_old_alias() -> None:
+    settings = load_settings(environ={"KAFKA_BROKER_URL": "old:1", "KAFKA_BOOTSTRAP_SERVERS": "new:2"})
+    assert settings.bootstrap_servers == "new:2"
+
+
+def test_precedence_cli_over_environment_over_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "settings.env"
+    env_file.write_text("RETRY_LIMIT=1\nBATCH_SIZE=11\nINPUT_TOPIC=from-file\n")
+    settings = load_settings({"RETRY_LIMIT": "3"}, environ={"ENV_FILE": str(env_file), "BATCH_SIZE": "22"})
+    assert (settings.retry_limit, settings.batch_size, settings.input_topic) == (3, 22, "from-file")
+
+
+def test_client_properties_come_from_kafka_variables() -> None:
+    settings = load_settings(
+        environ={
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_PASSWORD": "hunter2",
+            "KAFKA_BOOTSTRAP_SERVERS": "b:9092",
+            "KAFKA_HOME": "/opt/kafka",
+            "KAFKA_HEAP_OPTS": "-Xmx1g",
+        }
+    )
+    assert settings.client_properties == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.password": "hunter2",
+    }
+    assert client_property_name("KAFKA_SSL_CA_LOCATION") == "ssl.ca.location"
+    assert client_property_name("KAFKA_LOCAL_PORT") is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"BROKER_CLIENT": "rabbit"}, "BROKER_CLIENT"),
+        ({"RETRY_LIMIT": "-1"}, "RETRY_LIMIT"),
+        ({"KAFKA_RETRY_LIMIT": "many"}, "KAFKA_RETRY_LIMIT"),
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
+        ({"SESSION_TIMEOUT": "soon"}, "SESSION_TIMEOUT"),
+        ({"MAX_RECORDS_PER_SECOND": "nan"}, "MAX_RECORDS_PER_SECOND"),
+        ({"MIN_APP_VERSION": "two"}, "MIN_APP_VERSION"),
+        ({"CHECK_IP": "maybe"}, "CHECK_IP"),
+        ({"INPUT_TOPIC": "  "}, "INPUT_TOPIC"),
+        ({"ENV_FILE": "/nonexistent/.env"}, "ENV_FILE"),
+    ],
+)
+def test_bad_values_name_the_setting(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=environ)
+
+
+def test_unknown_cli_setting_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="NOT_A_SETTING"):
+        load_settings({"NOT_A_SETTING": "1"}, environ={})
+
+
+def test_policy_settings_reach_the_rules() -> None:
+    rules = load_settings(
+        environ={"MIN_APP_VERSION": "off", "REQUIRE_PUBLIC_IP": "false", "REQUIRED_FIELDS": "user_id, device_type"}
+    ).rule_settings()
+    assert rules.minimum_app_version is None
+    assert rules.require_public_ip is False
+    assert rules.required_fields == ("user_id", "device_type")
+
+
+def test_pipeline_settings_convert_units() -> None:
+    pipeline = load_settings(
+        environ={"RETRY_BACKOFF_MS": "250", "RETRY_MAX_BACKOFF_MS": "4000", "POLL_TIMEOUT_MS": "100"}
+    ).pipeline_settings()
+    assert (pipeline.retry.base_backoff_s, pipeline.retry.max_backoff_s, pipeline.poll_timeout_s) == (0.25, 4.0, 0.1)
+    assert pipeline.max_records_per_second is None

@@ -1,0 +1,41 @@
+import pytest
+
+from domain.network import AddressClass, classify_address
+
+PUBLIC = [
+    "8.8.8.8",
+    "84.115.150.27",
+    "1.1.1.1",
+    "223.255.255.254",
+    "2606:4700::1111",
+    "2a00:1450:4001::1",
+    "::ffff:8.8.8.8",
+]
+NON_PUBLIC = [
+    "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",  # private
+    "127.0.0.1", "::1",  # loopback
+    "169.254.10.10", "fe80::1", "fe80::1%eth0",  # link-local
+    "fc00::1", "fd12:3456::1",  # unique-local
+    "100.64.0.1",  # carrier-grade NAT
+    "0.0.0.0", "240.0.0.1", "255.255.255.255", "::",  # reserved / unspecified
+    "192.0.2.1", "198.51.100.7", "203.0.113.9", "2001:db8::1", "3fff::1",  # documentation
+    "224.0.0.1", "ff02::1",  # multicast
+    "198.18.0.1",  # benchmarking
+    "::ffff:192.168.0.1",  # private IPv4 in IPv6 clothing
+]  # fmt: skip
+INVALID = ["300.1.2.3", "1.2.3", "not-an-ip", " 8.8.8.8", "8.8.8.8 ", "1.2.3.4.5", "::g", "01.02.03.04", "8.8.8.8/32"]
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public_addresses(address: str) -> None:
+    assert classify_address(address) is AddressClass.PUBLIC
+
+
+@pytest.mark.parametrize("address", NON_PUBLIC)
+def test_non_public_addresses(address: str) -> None:
+    assert classify_address(address) is AddressClass.NON_PUBLIC
+
+
+@pytest.mark.parametrize("address", INVALID)
+def test_invalid_addresses(address: str) -> None:
+    assert classify_address(address) is AddressClass.INVALID

@@ -1,0 +1,278 @@
+"""The at-least-once pipeline, driven through the in-memory broker adapters."""
+
+import json
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from adapters.generator import LoginGenerator
+from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
+from application import dead_letter
+from application.messages import TopicPartition, header_value
+from application.pipeline import Pipeline
+from application.ports import Metrics
+from application.retry import RetryPolicy
+from application.settings import PipelineSettings
+from domain.outcomes import Outcome
+from domain.processing import LoginEventProcessor
+
+IN, OUT, DLQ = "user-login", "processed-user-login", "user-login-dlq"
+GOOD = {"user_id": "u-1", "app_version": "2.3.0", "device_type": "iOS", "ip": "84.115.150.27", "locale": "RU"}
+FAST_RETRY = RetryPolicy(limit=2, base_backoff_s=0.001, max_backoff_s=0.005)
+
+
+def settings(**changes: Any) -> PipelineSettings:
+    base: dict[str, Any] = {
+        "poll_timeout_s": 0.01,
+        "commit_interval_s": 0.0,
+        "retry": FAST_RETRY,
+        "shutdown_timeout_s": 2.0,
+    }
+    return PipelineSettings(**{**base, **changes})
+
+
+def make_broker(partitions: int = 2) -> InMemoryBroker:
+    broker = InMemoryBroker(default_partitions=partitions)
+    for topic in (IN, OUT, DLQ):
+        broker.create_topic(topic, partitions)
+    return broker
+
+
+def make_pipeline(broker: InMemoryBroker, group: str = "g", **changes: Any) -> Pipeline:
+    return Pipeline(
+        InMemorySource(broker, group),
+        InMemorySink(broker),
+        LoginEventProcessor(),
+        changes.pop("s", None) or settings(**changes),
+    )
+
+
+def committed(broker: InMemoryBroker, group: str = "g", partitions: int = 2) -> dict[int, int]:
+    return {p: broker.committed(group, TopicPartition(IN, p)) or 0 for p in range(partitions)}
+
+
+def end_offsets(broker: InMemoryBroker, partitions: int = 2) -> dict[int, int]:
+    return {p: broker.end_offset(TopicPartition(IN, p)) for p in range(partitions)}
+
+
+def test_routes_processed_and_rejected_records() -> None:
+    broker = make_broker()
+    broker.append(IN, b"given-key", json.dumps(GOOD).encode(), [("trace", b"t-1")])
+    broker.append(IN, None, json.dumps({**GOOD, "user_id": "u-2"}).encode())
+    broker.append(IN, b"k3", b"{not json", [("trace", b"t-3")])
+    stats = make_pipeline(broker).run(idle_timeout_s=0.05)
+
+    assert (stats.consumed, stats.processed, dict(stats.dead_lettered)) == (3, 2, {"malformed_json": 1})
+    outputs = {record.key: record for record in broker.records(OUT)}
+    assert set(outputs) == {b"given-key", b"u-2"}  # input key kept, else user_id
+    published = json.loads(outputs[b"given-key"].value or b"")
+    assert published["locale"] == "ru" and published["processed_at"].endswith("Z")
+    assert header_value(outputs[b"given-key"].headers, "trace") == b"t-1"
+
+    [letter] = broker.records(DLQ)
+    assert (letter.key, letter.value) == (b"k3", b"{not json")
+    headers = dict(letter.headers)
+    assert headers["trace"] == b"t-3"
+    assert headers[dead_letter.REASON] == b"malformed_json"
+    assert headers[dead_letter.ERROR]
+    assert headers[dead_letter.SOURCE_TOPIC] == IN.encode()
+    source = next(r for r in broker.records(IN) if r.value == b"{not json")
+    assert headers[dead_letter.SOURCE_PARTITION] == str(source.partition).encode()
+    assert headers[dead_letter.SOURCE_OFFSET] == str(source.offset).encode()
+    assert headers[dead_letter.FAILED_AT].decode().endswith("Z")
+    assert committed(broker) == end_offsets(broker)
+
+
+def test_every_generated_record_is_accounted_for_with_its_expected_reason() -> None:
+    broker = make_broker(4)
+    expected: Counter[str | None] = Counter()
+    for record in LoginGenerator(seed=7).records(3000):
+        broker.append(IN, record.key, record.value)
+        expected[record.expected_reason] += 1
+    stats = make_pipeline(broker).run(idle_timeout_s=0.05)
+    assert stats.processed == expected[None] == len(broker.records(OUT))
+    assert dict(stats.dead_lettered) == {reason: n for reason, n in expected.items() if reason}
+    assert committed(broker, partitions=4) == end_offsets(broker, 4)
+
+
+def test_transient_publish_failures_are_retried() -> None:
+    broker = make_broker()
+    broker.append(IN, None, json.dumps(GOOD).encode())
+    broker.fail_publishes(OUT, count=2)
+    stats = make_pipeline(broker).run(idle_timeout_s=0.1)
+    assert stats.retries == 2
+    assert len(broker.records(OUT)) == 1 and not broker.records(DLQ)
+
+
+def test_exhausted_output_retries_go_to_the_dlq_as_publish_failed() -> None:
+    broker = make_broker()
+    broker.append(IN, b"k", json.dumps(GOOD).encode())
+    broker.fail_publishes(OUT, message="output topic unavailable")
+    stats = make_pipeline(broker).run(idle_timeout_s=0.1)
+    assert stats.retries == FAST_RETRY.limit
+    [letter] = broker.records(DLQ)
+    assert (letter.key, letter.value) == (b"k", json.dumps(GOOD).encode())
+    assert header_value(letter.headers, dead_letter.REASON) == b"publish_failed"
+    assert b"output topic unavailable" in (header_value(letter.headers, dead_letter.ERROR) or b"")
+    assert committed(broker) == end_offsets(broker)
+
+
+def test_non_retriable_failures_are_dead_lettered_without_retrying() -> None:
+    broker = make_broker()
+    broker.append(IN, None, json.dumps(GOOD).encode())
+    broker.fail_publishes(OUT, count=1, retriable=False, message="record too large")
+    stats = make_pipeline(broker).run(idle_timeout_s=0.1)
+    assert stats.retries == 0
+    assert stats.dead_lettered == Counter({"publish_failed": 1})
+
+
+def test_nothing_is_committed_past_a_record_the_dlq_refuses() -> None:
+    broker = make_broker(1)
+    for number in range(5):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode(), partition=0)
+    broker.append(IN, None, b"broken", partition=0)  # offset 5 must go to the DLQ
+    for number in range(6, 10):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode(), partition=0)
+    broker.fail_publishes(DLQ)
+    stop = threading.Event()
+    pipeline = make_pipeline(broker, s=settings(shutdown_timeout_s=0.2))
+    runner = threading.Thread(target=pipeline.run, args=(stop,))
+    runner.start()
+    time.sleep(0.5)
+    stop.set()
+    runner.join(5)
+    assert not runner.is_alive()
+    assert broker.committed("g", TopicPartition(IN, 0)) == 5  # up to, not past, the refused record
+    assert not broker.records(DLQ)
+
+    broker.clear_failures()  # the DLQ recovers; a restart re-reads from offset 5 and loses nothing
+    make_pipeline(broker).run(idle_timeout_s=0.1)
+    assert [r.value for r in broker.records(DLQ)] == [b"broken"]
+    assert broker.committed("g", TopicPartition(IN, 0)) == 10
+
+
+def test_a_refusing_dlq_pauses_consumption() -> None:
+    class Recording(Metrics):
+        paused: list[int]
+
+        def __init__(self) -> None:
+            self.paused = []
+
+        def paused_partitions(self, count: int) -> None:
+            self.paused.append(count)
+
+    broker = make_broker(1)
+    broker.append(IN, None, b"broken", partition=0)
+    for number in range(50):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode(), partition=0)
+    broker.fail_publishes(DLQ)
+    metrics = Recording()
+    pipeline = Pipeline(
+        InMemorySource(broker, "g"), InMemorySink(broker), LoginEventProcessor(),
+        settings(batch_size=1, shutdown_timeout_s=0.1), metrics=metrics,
+    )  # fmt: skip
+    stop = threading.Event()
+    runner = threading.Thread(target=pipeline.run, args=(stop,))
+    runner.start()
+    time.sleep(0.4)
+    stop.set()
+    runner.join(5)
+    assert 1 in metrics.paused
+    assert pipeline.stats.consumed < 10  # it stopped fetching instead of running ahead of the stuck record
+
+
+def test_a_processing_exception_dead_letters_only_that_record() -> None:
+    class Exploding(LoginEventProcessor):
+        def process(self, raw: bytes | None, processed_at: str) -> Outcome:
+            if raw and b"explode" in raw:
+                raise ZeroDivisionError("boom")
+            return super().process(raw, processed_at)
+
+    broker = make_broker(1)
+    broker.append(IN, None, json.dumps({**GOOD, "note": "explode"}).encode())
+    broker.append(IN, None, json.dumps(GOOD).encode())
+    pipeline = Pipeline(InMemorySource(broker, "g"), InMemorySink(broker), Exploding(), settings())
+    stats = pipeline.run(idle_timeout_s=0.05)
+    assert stats.processed == 1
+    [letter] = broker.records(DLQ)
+    assert header_value(letter.headers, dead_letter.REASON) == b"processing_error"
+    assert header_value(letter.headers, dead_letter.ERROR) == b"ZeroDivisionError: boom"
+
+
+def test_max_messages_stops_after_that_many_are_done_and_committed() -> None:
+    broker = make_broker(1)
+    for number in range(100):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
+    stats = make_pipeline(broker, batch_size=7).run(max_messages=30)
+    assert stats.consumed == 30 and stats.finished == 30
+    assert broker.committed("g", TopicPartition(IN, 0)) == 30
+    assert make_pipeline(broker).run(idle_timeout_s=0.05).consumed == 70  # the rest, from the commit on
+
+
+def test_a_full_producer_queue_pauses_and_still_delivers_everything() -> None:
+    broker = make_broker()
+    for number in range(500):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
+    pipeline = Pipeline(
+        InMemorySource(broker, "g"), InMemorySink(broker, queue_capacity=10), LoginEventProcessor(), settings()
+    )
+    stats = pipeline.run(idle_timeout_s=0.05)
+    assert stats.processed == 500 == len(broker.records(OUT))
+
+
+def test_in_flight_records_are_bounded() -> None:
+    class SlowSink(InMemorySink):
+        """Acknowledges at most 5 records per poll: the pipeline must wait rather than pile up."""
+
+        peak = 0
+
+        def poll(self, timeout_s: float) -> None:
+            SlowSink.peak = max(SlowSink.peak, len(self._queue))
+            kept = list(self._queue)[5:]
+            for _ in range(len(kept)):
+                self._queue.pop()
+            super().poll(timeout_s)
+            self._queue.extend(kept)
+
+    broker = make_broker()
+    for number in range(400):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
+    pipeline = Pipeline(
+        InMemorySource(broker, "g"), SlowSink(broker), LoginEventProcessor(), settings(max_in_flight=50, batch_size=20)
+    )
+    stats = pipeline.run(idle_timeout_s=0.2)
+    assert stats.processed == 400
+    assert SlowSink.peak <= 50 + 20  # the limit, plus at most one batch taken before pausing
+
+
+def test_two_members_share_the_partitions_without_loss_or_duplicates() -> None:
+    broker = make_broker(4)
+    for record in LoginGenerator(seed=3, invalid_ratio=0).records(4000):
+        broker.append(IN, None, record.value)
+    first = make_pipeline(broker, batch_size=50)
+    second = make_pipeline(broker, batch_size=50)
+    stop = threading.Event()
+    runner = threading.Thread(target=first.run, args=(stop,))
+    runner.start()
+    time.sleep(0.05)  # let the first member start alone, then join mid-stream
+    second_stats = second.run(idle_timeout_s=0.3)
+    stop.set()
+    runner.join(5)
+    users = [json.loads(r.value or b"")["user_id"] for r in broker.records(OUT)]
+    assert len(users) == 4000 == len(set(users))
+    assert first.stats.processed > 0 and second_stats.processed > 0
+    assert committed(broker, partitions=4) == end_offsets(broker, 4)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_restart_resumes_exactly_after_the_last_commit(partitions: int) -> None:
+    broker = make_broker(partitions)
+    for number in range(60):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
+    make_pipeline(broker, batch_size=10).run(max_messages=25)
+    make_pipeline(broker, batch_size=10).run(idle_timeout_s=0.05)
+    users = [json.loads(r.value or b"")["user_id"] for r in broker.records(OUT)]
+    assert sorted(users) == sorted(f"u{n}" for n in range(60))
