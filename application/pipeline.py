@@ -102,6 +102,7 @@ class Pipeline:
         self._last_commit = self._clock.monotonic()
         self._pending_counts: Counter[str] = Counter()
         self._pending_processed = 0
+        self._last_activity = self._clock.monotonic()  # last record or assignment: the idle clock's start
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class Pipeline:
         settings = self._settings
         self._source.subscribe([settings.input_topic], self)
         self.health.running = True
-        last_record_at = self._clock.monotonic()
+        self._last_activity = self._clock.monotonic()
         broker_failures = 0
         try:
             while not stop.is_set():
@@ -152,9 +153,9 @@ class Pipeline:
                     self._limiter.refund(wanted - len(records))
                 now = self._clock.monotonic()
                 if records:
-                    last_record_at = now
+                    self._last_activity = now
                     self._handle(records)
-                elif idle_timeout_s is not None and now - last_record_at >= idle_timeout_s and not self._in_flight:
+                elif idle_timeout_s is not None and now - self._last_activity >= idle_timeout_s and not self._in_flight:
                     log.info("no record for %.1fs: stopping", idle_timeout_s)
                     break
                 self._maybe_commit()
@@ -371,6 +372,7 @@ class Pipeline:
         return True
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        self._last_activity = self._clock.monotonic()
         self._assigned.update(partitions)
         self.health.assigned_partitions = len(self._assigned)
         if self._paused and partitions:

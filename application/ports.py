@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
@@ -44,6 +45,10 @@ class MessageSource(ABC):
     def close(self) -> None:
         """Leave the group promptly so its partitions move without waiting for a session timeout."""
 
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records between this member's position and each assigned partition's end, where known."""
+        return {}
+
 
 class MessageSink(ABC):
     """A producer that reports each record's fate through a callback."""
@@ -68,6 +73,30 @@ class MessageSink(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    name: str
+    status: str  # "created", "exists" or "mismatch"
+    detail: str = ""
+
+
+class TopicAdmin(ABC):
+    """Creates missing topics; never alters an existing one, only reports how it differs."""
+
+    @abstractmethod
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook: not every admin holds connections
+        """Release the client's connections."""
 
 
 class Clock:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from adapters.logging import configure_logging
 from entrypoints.commands import config as config_command
-from entrypoints.commands import demo, process, schema, service
+from entrypoints.commands import demo, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
 from entrypoints.errors import SECRET_MARKERS, UsageError
 
@@ -41,6 +41,13 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
@@ -91,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--out", required=True, metavar="OUT", help="processed records, one per line")
     process.add_argument("--dlq", required=True, metavar="DLQ", help="rejected lines as JSON objects")
 
+    produce = commands.add_parser("produce", parents=[common], help="publish generated user-login records")
+    amount = produce.add_mutually_exclusive_group()
+    amount.add_argument("--count", type=_positive_int, metavar="N", help="records to publish (default 10000)")
+    amount.add_argument("--forever", action="store_true", help="publish until interrupted")
+    produce.add_argument(
+        "--rate", type=_non_negative_float, default=0.0, metavar="R", help="records per second; 0 = as fast as possible"
+    )
+    produce.add_argument(
+        "--invalid-ratio", type=_ratio, default=0.1, metavar="F", help="share of defective records (0..1)"
+    )
+    produce.add_argument("--seed", type=int, metavar="S", help="make the run reproducible")
+    produce.add_argument("--topic", metavar="T", help="target topic (default: INPUT_TOPIC)")
+
+    topics = commands.add_parser("topics", help="manage the pipeline's topics")
+    topics_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    topics_commands.add_parser("ensure", parents=[common], help="create the input, output and DLQ topics if missing")
+
     schema = commands.add_parser("schema", parents=[common], help="print the event contract as JSON Schema")
     schema.add_argument("--processed", action="store_true", help="the published event instead of the input")
 
@@ -132,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": service.run,
         "demo": demo.run,
         "process": process.run,
+        "produce": produce.run,
+        "topics": topics.run,
         "schema": schema.run,
         "config": config_command.run,
     }

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from adapters.confluent import ConfluentAdmin, ConfluentSink, ConfluentSource
 from adapters.json_codec import OrjsonCodec
-from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
+from adapters.kafka_connection import KafkaConnection
+from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource
 from application.health import HealthState
 from application.pipeline import Pipeline
 from application.ports import Clock, Metrics
@@ -35,6 +37,11 @@ class Container(containers.DeclarativeContainer):
     processor = providers.Singleton(LoginEventProcessor, policies=policies, codec=json_codec)
 
     memory_broker = providers.Singleton(InMemoryBroker, default_partitions=settings.provided.topic_partitions)
+    kafka_connection = providers.Singleton(
+        KafkaConnection,
+        bootstrap_servers=settings.provided.bootstrap_servers,
+        properties=settings.provided.client_properties,
+    )
 
     source = providers.Selector(
         settings.provided.broker_client,
@@ -44,10 +51,23 @@ class Container(containers.DeclarativeContainer):
             group_id=settings.provided.consumer_group,
             auto_offset_reset=settings.provided.auto_offset_reset,
         ),
+        confluent=providers.Factory(
+            ConfluentSource,
+            connection=kafka_connection,
+            group_id=settings.provided.consumer_group,
+            auto_offset_reset=settings.provided.auto_offset_reset,
+            session_timeout_ms=settings.provided.session_timeout_ms,
+        ),
     )
     sink = providers.Selector(
         settings.provided.broker_client,
         memory=providers.Factory(InMemorySink, broker=memory_broker),
+        confluent=providers.Factory(ConfluentSink, connection=kafka_connection),
+    )
+    admin = providers.Selector(
+        settings.provided.broker_client,
+        memory=providers.Factory(InMemoryAdmin, broker=memory_broker),
+        confluent=providers.Factory(ConfluentAdmin, connection=kafka_connection),
     )
 
     pipeline = providers.Factory(

@@ -1,7 +1,8 @@
 """An embedded broker for unit tests and the demo: no network, no threads of its own."""
 
+from adapters.memory.admin import InMemoryAdmin
 from adapters.memory.broker import InMemoryBroker, StoredRecord
 from adapters.memory.sink import InMemorySink
 from adapters.memory.source import InMemorySource
 
-__all__ = ["InMemoryBroker", "InMemorySink", "InMemorySource", "StoredRecord"]
+__all__ = ["InMemoryAdmin", "InMemoryBroker", "InMemorySink", "InMemorySource", "StoredRecord"]

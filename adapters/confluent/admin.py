@@ -1,0 +1,55 @@
+"""Topic administration with confluent-kafka's AdminClient."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from adapters.confluent.config import KafkaConnection, client_config, unavailable
+from application.ports import TopicAdmin, TopicReport, TopicSpec
+
+_TIMEOUT_S = 15.0
+
+
+class ConfluentAdmin(TopicAdmin):
+    def __init__(self, connection: KafkaConnection) -> None:
+        self._servers = connection.bootstrap_servers
+        self._admin = AdminClient(client_config(connection, "admin", {}))
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
+        try:
+            existing = self._admin.list_topics(timeout=_TIMEOUT_S).topics
+        except KafkaException as error:
+            raise unavailable(error, self._servers) from None
+        reports: dict[str, TopicReport] = {}
+        missing = []
+        for spec in specs:
+            metadata = existing.get(spec.name)
+            if metadata is None or metadata.error is not None:
+                missing.append(
+                    NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication_factor)
+                )
+                continue
+            actual = len(metadata.partitions)
+            if actual != spec.partitions:
+                reports[spec.name] = TopicReport(
+                    spec.name, "mismatch", f"has {actual} partitions, configured {spec.partitions}"
+                )
+            else:
+                reports[spec.name] = TopicReport(spec.name, "exists", f"{actual} partitions")
+        for name, future in (self._admin.create_topics(missing, request_timeout=_TIMEOUT_S) if missing else {}).items():
+            try:
+                future.result()
+                spec = next(s for s in specs if s.name == name)
+                reports[name] = TopicReport(
+                    name, "created", f"{spec.partitions} partitions, replication {spec.replication_factor}"
+                )
+            except KafkaException as exception:
+                failure = exception.args[0]
+                if failure.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # created meanwhile by someone else
+                    reports[name] = TopicReport(name, "exists", "created concurrently")
+                else:
+                    raise ValueError(f"cannot create topic {name}: {failure.str()}") from None
+        return [reports[spec.name] for spec in specs]

@@ -1,0 +1,210 @@
+"""A confluent-kafka consumer behind the MessageSource port: manual commits, batch polling, rebalance callbacks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, unavailable
+from application.errors import BrokerUnavailable, CommitFailed
+from application.messages import ConsumedRecord, TopicPartition
+from application.ports import MessageSource, RebalanceListener
+
+log = logging.getLogger(__name__)
+
+_PROBE_INTERVAL_S = 1.0
+_PROBE_TIMEOUT_S = 2.0
+# Errors meaning "this member no longer owns the partition": the next owner re-reads from the last commit.
+_OWNERSHIP_LOST = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._STATE,
+}
+_IGNORED_CONSUME_ERRORS = {KafkaError._PARTITION_EOF}
+
+
+def _ours(partitions: Sequence[KafkaTopicPartition]) -> list[TopicPartition]:
+    return [TopicPartition(p.topic, p.partition) for p in partitions]
+
+
+class ConfluentSource(MessageSource):
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        group_id: str,
+        *,
+        auto_offset_reset: str = "earliest",
+        session_timeout_ms: int = 45_000,
+        isolation_level: str = "read_committed",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._servers = connection.bootstrap_servers
+        self.errors = ErrorReporter("consumer")
+        config = client_config(
+            connection,
+            "consumer",
+            {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": auto_offset_reset,
+                "session.timeout.ms": session_timeout_ms,
+                "isolation.level": isolation_level,
+                # Bound what librdkafka prefetches per partition, so memory stays flat whatever the backlog.
+                "queued.max.messages.kbytes": 16_384,
+                "error_cb": self.errors,
+                "on_commit": self._on_commit,
+                **(extra or {}),
+            },
+        )
+        try:
+            self._consumer = Consumer(config)
+        except KafkaException as error:
+            raise ValueError(f"invalid consumer configuration: {error.args[0].str()}") from None
+        self._listener: RebalanceListener | None = None
+        self._verified = False
+        self._last_probe = 0.0
+
+    # -- rebalance callbacks, called by librdkafka from inside consume() -------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        self._verified = True
+        self.errors.reachable()
+        if self._listener is not None:
+            self._listener.on_assigned(_ours(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        if self._listener is not None:
+            self._listener.on_revoked(_ours(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        log.warning("partitions lost (session expired?): %s; their next owner re-reads them", _ours(partitions))
+        self._on_revoke(consumer, partitions)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[KafkaTopicPartition]) -> None:
+        if error is not None and error.code() != KafkaError._NO_OFFSET:
+            log.warning("asynchronous commit failed (the next commit covers it): %s", error.str())
+
+    # -- MessageSource -----------------------------------------------------------------------
+
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        self._listener = listener
+        self._consumer.subscribe(
+            list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _probe(self) -> None:
+        """Ask the cluster for metadata; raise BrokerUnavailable if it does not answer."""
+        now = time.monotonic()
+        if now - self._last_probe < _PROBE_INTERVAL_S:
+            raise BrokerUnavailable(self.errors.last_error or f"cannot reach Kafka at {self._servers}")
+        self._last_probe = now
+        try:
+            self._consumer.list_topics(timeout=_PROBE_TIMEOUT_S)
+        except KafkaException as error:
+            raise unavailable(error, self._servers) from None
+        self._verified = True
+        self.errors.reachable()
+
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        if not self._verified or self.errors.unreachable:
+            self._probe()
+        if self.errors.fatal is not None:
+            raise KafkaException(self.errors.fatal)
+        messages: list[Message] = self._consumer.consume(max(max_records, 1) if max_records else 1, timeout_s)
+        records: list[ConsumedRecord] = []
+        # Untyped on purpose: the stubs make every accessor Optional, but an error-free message has them all.
+        new_record: Any = ConsumedRecord
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._consume_error(error)
+                continue
+            timestamp_type, timestamp = message.timestamp()
+            records.append(
+                new_record(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                    message.headers() or (),
+                    timestamp if timestamp_type else None,
+                )
+            )
+        return records
+
+    def _consume_error(self, error: KafkaError) -> None:
+        if error.code() in _IGNORED_CONSUME_ERRORS:
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            log.warning("input topic missing (create it with `pipeline topics ensure`): %s", error.str())
+            return
+        log.warning("consume error: %s", error.str())
+
+    def commit(self, offsets: Mapping[TopicPartition, int], *, asynchronous: bool = False) -> None:
+        partitions = [KafkaTopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
+        try:
+            if asynchronous:
+                self._consumer.commit(offsets=partitions, asynchronous=True)
+                return
+            result = self._consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exception:
+            error = exception.args[0]
+            if error.code() == KafkaError._NO_OFFSET:
+                return
+            if error.code() in _OWNERSHIP_LOST:
+                raise CommitFailed(error.str()) from None
+            if error.retriable() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+                raise BrokerUnavailable(error.str()) from None
+            raise
+        for partition in result:
+            if partition.error is not None:
+                raise CommitFailed(f"{partition.topic}[{partition.partition}]: {partition.error.str()}")
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        self._consumer.pause([KafkaTopicPartition(p.topic, p.partition) for p in partitions])
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self._consumer.resume([KafkaTopicPartition(p.topic, p.partition) for p in partitions])
+
+    def lag(self) -> dict[TopicPartition, int]:
+        lags = {}
+        try:
+            assigned = self._consumer.assignment()
+            for position in self._consumer.position(assigned):
+                _, high = self._consumer.get_watermark_offsets(position, cached=True)
+                if high >= 0 and position.offset >= 0:
+                    lags[TopicPartition(position.topic, position.partition)] = max(0, high - position.offset)
+        except KafkaException:
+            return {}
+        return lags
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()  # runs the revoke callback, then leaves the group
+        except (KafkaException, RuntimeError) as error:
+            log.warning("consumer close: %s", error)
+
+    # -- for exactly-once: the transaction needs the group's identity and rewinds on abort ----------
+
+    def group_metadata(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
+    def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+
+    def committed(self, partitions: Sequence[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+        found = self._consumer.committed([KafkaTopicPartition(p.topic, p.partition) for p in partitions], timeout_s)
+        return {TopicPartition(p.topic, p.partition): p.offset for p in found}

@@ -1,0 +1,53 @@
+"""``pipeline produce``: the data generator, publishing user-login records to Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Iterator
+
+from adapters.generator import LoginGenerator
+from application.producing import publish_all
+from entrypoints.config import Settings
+from entrypoints.container import build_container
+from entrypoints.progress import Progress
+from entrypoints.signals import GracefulStop
+
+DEFAULT_COUNT = 10_000
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    count = None if args.forever else (args.count or DEFAULT_COUNT)
+    topic = args.topic or settings.input_topic
+    generator = LoginGenerator(invalid_ratio=args.invalid_ratio, seed=args.seed)
+    generated = 0
+    defects: Counter[str] = Counter()
+
+    def records() -> Iterator[tuple[bytes | None, bytes]]:
+        nonlocal generated
+        for record in generator.records(count):
+            generated += 1
+            if record.expected_reason is not None:
+                defects[record.expected_reason] += 1
+            yield record.key, record.value
+
+    sink = build_container(settings).sink()
+    stop = GracefulStop().install()
+    with Progress(f"producing to {topic}", lambda: generated, count):
+        summary = publish_all(records(), sink, topic, records_per_second=args.rate or None, stop=stop.event)
+    sink.close()
+    invalid = sum(defects.values())
+    rate = summary.sent / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    print(
+        f"sent {summary.sent:,} records to {topic} in {summary.elapsed_s:.1f}s ({rate:,.0f}/s): "
+        f"{summary.acknowledged:,} acknowledged, {summary.failed:,} failed; "
+        f"{invalid:,} defective ({invalid / max(summary.sent, 1):.1%}: "
+        + ", ".join(f"{reason} {n}" for reason, n in defects.most_common())
+        + ")",
+        file=sys.stderr,
+    )
+    if summary.failed:
+        print(f"pipeline: {summary.failed} record(s) not delivered: {summary.last_error}", file=sys.stderr)
+        return 1
+    return 0
