@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from application.errors import UnsupportedOperation
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 
 DeliveryCallback = Callable[[DeliveryError | None], None]
@@ -48,6 +49,14 @@ class MessageSource(ABC):
     def lag(self) -> dict[TopicPartition, int]:
         """Records between this member's position and each assigned partition's end, where known."""
         return {}
+
+    def group_metadata(self) -> object:
+        """The group's identity for a transactional offset commit (exactly-once mode only)."""
+        raise UnsupportedOperation(f"{type(self).__name__} cannot take part in transactions")
+
+    def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Move the read position back, so an aborted transaction's records are read again."""
+        raise UnsupportedOperation(f"{type(self).__name__} cannot rewind")
 
 
 class MessageSink(ABC):
@@ -97,6 +106,29 @@ class TopicAdmin(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: not every admin holds connections
         """Release the client's connections."""
+
+
+class TransactionalSink(ABC):
+    """A producer that writes a batch of records and the input offsets they consume atomically."""
+
+    @abstractmethod
+    def begin(self) -> None: ...
+
+    @abstractmethod
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        """As MessageSink.publish; a record becomes visible to read_committed consumers only on commit."""
+
+    @abstractmethod
+    def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        """Commit records and offsets together; TransactionAborted means abort and retry, FatalBrokerError stop."""
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
 
 
 class Clock:

@@ -13,6 +13,7 @@ class PipelineSettings:
     output_topic: str = "processed-user-login"
     dlq_topic: str = "user-login-dlq"
     batch_size: int = 500
+    transaction_size: int = 5_000  # records per transaction in exactly-once mode
     poll_timeout_s: float = 0.5
     commit_interval_s: float = 1.0
     max_in_flight: int = 20_000

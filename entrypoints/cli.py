@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from adapters.logging import configure_logging
+from application.errors import InvalidConfiguration
 from entrypoints.commands import config as config_command
 from entrypoints.commands import demo, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args, settings)
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, InvalidConfiguration) as error:
         print(f"pipeline: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

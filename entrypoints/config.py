@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Accepted for compatibility; auto-commit is always off (offsets are committed after delivery)"),
     Setting("processing_guarantee", ("PROCESSING_GUARANTEE",), _choice(*GUARANTEES), "at-least-once",
             "at-least-once, or exactly-once with Kafka transactions"),
+    Setting("transaction_size", ("TRANSACTION_SIZE",), _integer(1), "5000",
+            "Records per transaction in exactly-once mode"),
+    Setting("transactional_id", ("TRANSACTIONAL_ID",), str.strip, "",
+            "Stable per-instance transactional id (default: group.input-topic.hostname.worker)"),
+    Setting("transaction_timeout_ms", ("TRANSACTION_TIMEOUT_MS",), _integer(1000), "60000",
+            "How long the broker waits before aborting a transaction left open by a crashed instance"),
     Setting("retry_limit", ("RETRY_LIMIT", "KAFKA_RETRY_LIMIT"), _integer(0), "5",
             "Publish retries before a record is dead-lettered as publish_failed"),
     Setting("retry_backoff_ms", ("RETRY_BACKOFF_MS",), _integer(1), "100",
@@ -199,6 +206,7 @@ class Settings:
     values: Mapping[str, Any]
     client_properties: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> the variable or flag it came from
+    worker_index: int = 0  # which of `pipeline run --workers N` processes this is
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -207,7 +215,18 @@ class Settings:
             raise AttributeError(key) from None
 
     def replace(self, **overrides: Any) -> Settings:
-        return Settings({**self.values, **overrides}, self.client_properties, self.sources)
+        return Settings({**self.values, **overrides}, self.client_properties, self.sources, self.worker_index)
+
+    def for_worker(self, index: int) -> Settings:
+        return Settings(self.values, self.client_properties, self.sources, index)
+
+    def effective_transactional_id(self) -> str:
+        """Stable across restarts of the same host and worker, so a restart fences its crashed predecessor."""
+        if self.values["transactional_id"]:
+            base = self.values["transactional_id"]
+            return base if self.worker_index == 0 else f"{base}.{self.worker_index}"
+        host = socket.gethostname()
+        return f"{self.values['consumer_group']}.{self.values['input_topic']}.{host}.{self.worker_index}"
 
     def pipeline_settings(self) -> PipelineSettings:
         v = self.values
@@ -216,6 +235,7 @@ class Settings:
             output_topic=v["output_topic"],
             dlq_topic=v["dlq_topic"],
             batch_size=v["batch_size"],
+            transaction_size=v["transaction_size"],
             poll_timeout_s=v["poll_timeout_ms"] / 1000,
             commit_interval_s=v["commit_interval_ms"] / 1000,
             max_in_flight=v["max_in_flight"],

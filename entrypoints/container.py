@@ -6,15 +6,19 @@ domain or application code knows which one runs.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from dependency_injector import containers, providers
 
 from adapters.confluent import ConfluentAdmin, ConfluentSink, ConfluentSource
+from adapters.confluent.transactional import ConfluentTransactionalSink
 from adapters.json_codec import OrjsonCodec
 from adapters.kafka_connection import KafkaConnection
-from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource
+from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
 from application.health import HealthState
 from application.pipeline import Pipeline
 from application.ports import Clock, Metrics
+from application.transactional import TransactionalPipeline
 from domain.codec import StdlibJsonCodec
 from domain.policies import build_policies
 from domain.processing import LoginEventProcessor
@@ -70,16 +74,41 @@ class Container(containers.DeclarativeContainer):
         confluent=providers.Factory(ConfluentAdmin, connection=kafka_connection),
     )
 
-    pipeline = providers.Factory(
-        Pipeline,
-        source=source,
-        sink=sink,
-        processor=processor,
-        settings=settings.provided.pipeline_settings.call(),
-        clock=clock,
-        metrics=metrics,
-        health=health,
+    transactional_sink = providers.Selector(
+        settings.provided.broker_client,
+        memory=providers.Factory(InMemoryTransactionalSink, broker=memory_broker),
+        confluent=providers.Factory(
+            ConfluentTransactionalSink,
+            connection=kafka_connection,
+            transactional_id=settings.provided.effective_transactional_id.call(),
+            transaction_timeout_ms=settings.provided.transaction_timeout_ms,
+        ),
     )
+
+    pipeline_settings = providers.Singleton(settings.provided.pipeline_settings.call())
+    guarantees: ClassVar[dict[str, providers.Provider[Any]]] = {
+        "at-least-once": providers.Factory(
+            Pipeline,
+            source=source,
+            sink=sink,
+            processor=processor,
+            settings=pipeline_settings,
+            clock=clock,
+            metrics=metrics,
+            health=health,
+        ),
+        "exactly-once": providers.Factory(
+            TransactionalPipeline,
+            source=source,
+            sink=transactional_sink,
+            processor=processor,
+            settings=pipeline_settings,
+            clock=clock,
+            metrics=metrics,
+            health=health,
+        ),
+    }
+    pipeline = providers.Selector(settings.provided.processing_guarantee, **guarantees)
 
 
 def build_container(settings: Settings) -> Container:

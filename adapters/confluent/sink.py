@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config
-from application.errors import SinkFull
+from application.errors import InvalidConfiguration, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
 
@@ -43,7 +43,7 @@ class ConfluentSink(MessageSink):
         try:
             self._producer = Producer(config)
         except KafkaException as error:
-            raise ValueError(f"invalid producer configuration: {error.args[0].str()}") from None
+            raise InvalidConfiguration(f"invalid producer configuration: {error.args[0].str()}") from None
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback

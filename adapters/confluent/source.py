@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, unavailable
-from application.errors import BrokerUnavailable, CommitFailed
+from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration
 from application.messages import ConsumedRecord, TopicPartition
 from application.ports import MessageSource, RebalanceListener
 
@@ -68,7 +68,7 @@ class ConfluentSource(MessageSource):
         try:
             self._consumer = Consumer(config)
         except KafkaException as error:
-            raise ValueError(f"invalid consumer configuration: {error.args[0].str()}") from None
+            raise InvalidConfiguration(f"invalid consumer configuration: {error.args[0].str()}") from None
         self._listener: RebalanceListener | None = None
         self._verified = False
         self._last_probe = 0.0

@@ -80,6 +80,14 @@ class InMemorySource(MessageSource):
         assert self._member_id is not None
         self._broker.commit(self._group_id, self._member_id, dict(offsets))
 
+    def group_metadata(self) -> object:
+        return (self._group_id, self._member_id)
+
+    def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+        for partition, offset in offsets.items():
+            if partition in self._positions:
+                self._positions[partition] = offset
+
     def pause(self, partitions: Sequence[TopicPartition]) -> None:
         self._paused.update(partitions)
 

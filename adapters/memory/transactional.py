@@ -1,0 +1,64 @@
+"""Transactions on the in-memory broker: records and offsets become visible together, or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import cast
+
+from adapters.memory.broker import InMemoryBroker
+from application.errors import CommitFailed, TransactionAborted
+from application.messages import DeliveryError, Headers, TopicPartition
+from application.ports import DeliveryCallback, TransactionalSink
+
+_Pending = tuple[str, bytes | None, bytes | None, Headers, DeliveryCallback]
+
+
+class InMemoryTransactionalSink(TransactionalSink):
+    def __init__(self, broker: InMemoryBroker) -> None:
+        self._broker = broker
+        self._pending: list[_Pending] | None = None
+        self.committed_transactions = 0
+        self.aborted_transactions = 0
+
+    def begin(self) -> None:
+        if self._pending is not None:
+            raise RuntimeError("a transaction is already open")
+        self._pending = []
+
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        if self._pending is None:
+            raise RuntimeError("publish outside a transaction")
+        self._pending.append((topic, key, value, headers, on_delivery))
+
+    def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        if self._pending is None:
+            raise RuntimeError("commit outside a transaction")
+        group_id, member_id = cast(tuple[str, str], group_metadata)  # what InMemorySource.group_metadata returns
+        failures: list[tuple[DeliveryCallback, DeliveryError]] = []
+        for topic, _, _, _, on_delivery in self._pending:
+            error = self._broker.take_failure(topic)
+            if error is not None:
+                failures.append((on_delivery, error))
+        if failures:
+            for on_delivery, error in failures:
+                on_delivery(error)
+            raise TransactionAborted(f"{len(failures)} record(s) failed: {failures[0][1]}")
+        try:
+            self._broker.commit(group_id, member_id, dict(offsets))
+        except CommitFailed as error:
+            raise TransactionAborted(str(error)) from None
+        for topic, key, value, headers, on_delivery in self._pending:
+            self._broker.append(topic, key, value, headers)
+            on_delivery(None)
+        self._pending = None
+        self.committed_transactions += 1
+
+    def abort(self) -> None:
+        if self._pending is not None:
+            self.aborted_transactions += 1
+        self._pending = None
+
+    def close(self) -> None:
+        self.abort()

@@ -1,0 +1,197 @@
+"""The poll loop both delivery guarantees share: when to poll, when to stop, how to ride out an outage."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from application.errors import BrokerUnavailable
+from application.health import HealthState
+from application.messages import ConsumedRecord, TopicPartition
+from application.ports import Clock, MessageSource, Metrics
+from application.rate_limit import RateLimiter
+from application.routing import RecordRouter
+from application.settings import PipelineSettings
+from application.stats import PipelineStats
+from domain.processing import LoginEventProcessor
+
+log = logging.getLogger(__name__)
+
+_BROKER_RETRY_CEILING_S = 30.0
+_LAG_REPORT_INTERVAL_S = 5.0
+
+
+class PipelineLoop(ABC):
+    """Subclasses decide what a batch means (``_handle``) and what must finish before stopping (``_finish``).
+
+    They are also the source's RebalanceListener (``on_assigned``/``on_revoked``).
+    """
+
+    def __init__(
+        self,
+        source: MessageSource,
+        processor: LoginEventProcessor,
+        settings: PipelineSettings,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        health: HealthState | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._source = source
+        self._settings = settings
+        self._router = RecordRouter(processor, settings)
+        self._clock = clock or Clock()
+        self._metrics = metrics or Metrics()
+        self.health = health or HealthState(self._clock)
+        self._rng = rng or random.Random()
+        self._limiter = (
+            RateLimiter(settings.max_records_per_second, self._clock) if settings.max_records_per_second else None
+        )
+        self.stats = PipelineStats()
+        self._assigned: set[TopicPartition] = set()
+        self._stop = threading.Event()
+        self._last_activity = self._clock.monotonic()  # last record or assignment: the idle clock's start
+        self._last_lag_report = 0.0
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _handle(self, records: list[ConsumedRecord]) -> None: ...
+
+    @abstractmethod
+    def _finish(self) -> None:
+        """Called once on the way out, before the source and sink close."""
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    @abstractmethod
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    @abstractmethod
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    def _serve(self) -> None:  # noqa: B027 - optional hook
+        """Work to do before each poll (acknowledgements, retries, flow control)."""
+
+    def _batch_limit(self) -> int:
+        """How many records the next poll may take; 0 pauses fetching."""
+        return self._settings.batch_size
+
+    def _poll_timeout(self) -> float:
+        return self._settings.poll_timeout_s
+
+    def _idle(self) -> bool:
+        """Nothing left in flight, so an idle timeout may stop the run."""
+        return True
+
+    def _after_poll(self) -> None:  # noqa: B027 - optional hook
+        """Periodic work after each poll (e.g. commits)."""
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        max_messages: int | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> PipelineStats:
+        """Run until ``stop`` is set, ``max_messages`` records are done, or no record came for ``idle_timeout_s``.
+
+        Every way out finishes in-flight work and commits what was delivered.
+        """
+        self._stop = stop or threading.Event()
+        self._source.subscribe([self._settings.input_topic], self)
+        self.health.running = True
+        self._last_activity = self._clock.monotonic()
+        broker_failures = 0
+        try:
+            while not self._stop.is_set():
+                self.health.heartbeat()
+                self._serve()
+                self._report_lag()
+                wanted = self._batch_limit()
+                if max_messages is not None:
+                    remaining = max_messages - self.stats.consumed
+                    if remaining <= 0:
+                        break
+                    wanted = min(wanted, remaining)
+                if wanted and self._limiter is not None:
+                    wanted = self._limiter.acquire(wanted)
+                try:
+                    records = self._source.poll_batch(wanted, self._poll_timeout() if wanted else 0.0)
+                except BrokerUnavailable as error:
+                    broker_failures += 1
+                    self._broker_down(error, broker_failures)
+                    continue
+                if broker_failures or not self.health.broker_available:
+                    self._broker_up(broker_failures)
+                    broker_failures = 0
+                if self._limiter is not None and wanted:
+                    self._limiter.refund(wanted - len(records))
+                now = self._clock.monotonic()
+                if records:
+                    self._last_activity = now
+                    self._handle(records)
+                elif idle_timeout_s is not None and now - self._last_activity >= idle_timeout_s and self._idle():
+                    log.info("no record for %.1fs: stopping", idle_timeout_s)
+                    break
+                self._after_poll()
+        finally:
+            self.health.running = False
+            try:
+                self._finish()
+            finally:
+                self._close()
+            log.info(
+                "stopped: consumed=%d processed=%d dead_lettered=%d commits=%d",
+                self.stats.consumed, self.stats.processed, sum(self.stats.dead_lettered.values()), self.stats.commits,
+            )  # fmt: skip
+        return self.stats
+
+    def _broker_down(self, error: BrokerUnavailable, failures: int) -> None:
+        if self.health.broker_available or failures == 1:
+            log.warning("broker unavailable, retrying with backoff (not ready meanwhile): %s", error)
+        self.health.broker_available = False
+        self.health.last_error = str(error)
+        self._serve()
+        delay = min(_BROKER_RETRY_CEILING_S, self._settings.retry.base_backoff_s * 2 ** min(failures, 16))
+        self._stop.wait(self._rng.uniform(delay / 2, delay))
+
+    def _broker_up(self, failures: int) -> None:
+        if failures:
+            log.info("broker reachable again after %d failed attempt(s)", failures)
+        self.health.broker_available = True
+        self.health.last_error = ""
+
+    def _report_lag(self) -> None:
+        now = self._clock.monotonic()
+        if now - self._last_lag_report >= _LAG_REPORT_INTERVAL_S:
+            self._last_lag_report = now
+            for partition, lag in self._source.lag().items():
+                self._metrics.consumer_lag(partition, lag)
+
+    def _track_assignment(self, assigned: Sequence[TopicPartition], revoked: Sequence[TopicPartition]) -> None:
+        if assigned:
+            self._last_activity = self._clock.monotonic()
+        self._assigned.update(assigned)
+        self._assigned.difference_update(revoked)
+        self.health.assigned_partitions = len(self._assigned)
+        if assigned:
+            log.info("assigned %s", describe(assigned))
+        if revoked:
+            log.info("revoked %s", describe(revoked))
+
+
+def describe(partitions: Sequence[TopicPartition]) -> str:
+    if not partitions:
+        return "no partitions"
+    by_topic: dict[str, list[int]] = {}
+    for partition in partitions:
+        by_topic.setdefault(partition.topic, []).append(partition.partition)
+    return ", ".join(f"{topic}{sorted(numbers)}" for topic, numbers in sorted(by_topic.items()))

@@ -1,0 +1,164 @@
+"""The exactly-once use case: each batch's outputs, dead letters and input offsets in one Kafka transaction.
+
+Either all of a batch becomes visible to read_committed consumers together
+with its committed input position, or none of it does and the batch is
+processed again. Records that keep failing are dead-lettered inside a later
+attempt of the same transaction, so a bad record never blocks the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from application import dead_letter
+from application.errors import BrokerUnavailable, CommitFailed, SinkFull, TransactionAborted
+from application.health import HealthState
+from application.loop import PipelineLoop
+from application.messages import ConsumedRecord, DeliveryError, TopicPartition
+from application.ports import Clock, MessageSource, Metrics, TransactionalSink
+from application.routing import Routed
+from application.settings import PipelineSettings
+from domain.model import format_processed_at
+from domain.processing import LoginEventProcessor
+
+log = logging.getLogger(__name__)
+
+
+class TransactionalPipeline(PipelineLoop):
+    def __init__(
+        self,
+        source: MessageSource,
+        sink: TransactionalSink,
+        processor: LoginEventProcessor,
+        settings: PipelineSettings,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        health: HealthState | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(source, processor, settings, clock=clock, metrics=metrics, health=health, rng=rng)
+        self._sink = sink
+        self.transactions = 0
+        self.aborts = 0
+        self._failures: dict[int, DeliveryError] = {}  # index in the batch -> why the last attempt lost it
+
+    def _batch_limit(self) -> int:
+        return self._settings.transaction_size
+
+    def _handle(self, records: list[ConsumedRecord]) -> None:
+        started = self._clock.monotonic()
+        processed_at = format_processed_at(self._clock.now())
+        routed = [self._router.route(record, processed_at) for record in records]
+        first: dict[TopicPartition, int] = {}
+        after: dict[TopicPartition, int] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            first.setdefault(partition, record.offset)
+            after[partition] = record.offset + 1
+        self.stats.consumed += len(records)
+        self._metrics.consumed(len(records))
+        attempt = 0
+        while not self._commit_batch(routed, after):
+            attempt += 1
+            self.aborts += 1
+            self.stats.retries += 1
+            self._metrics.retried(1)
+            if self._stop.is_set() or not (after.keys() & self._assigned):
+                # Stopping, or the partitions moved: nothing of this batch was committed, so reading it
+                # again (here or at its new owner) keeps every record exactly once.
+                self._rewind(first)
+                self.stats.consumed -= len(records)
+                return
+            self.health.heartbeat()  # retrying is progress: a restart would not help a refusing broker
+            self._stop.wait(self._settings.retry.backoff(attempt, self._rng))
+            self._dead_letter_hopeless(records, routed, attempt)
+        self._count(routed)
+        self._metrics.batch_processed(self._clock.monotonic() - started, len(records))
+        stamp = records[-1].timestamp_ms
+        if stamp is not None:
+            self._metrics.end_to_end_latency(max(0.0, self._clock.now() - stamp / 1000.0))
+
+    def _commit_batch(self, routed: list[Routed], offsets: dict[TopicPartition, int]) -> bool:
+        """One attempt: True once committed; False after an abort (failures noted on ``self._failures``)."""
+        self._failures = {}
+        try:
+            self._sink.begin()
+            for index, item in enumerate(routed):
+                self._publish(index, item)
+            self._sink.commit(offsets, self._source.group_metadata())
+        except (TransactionAborted, BrokerUnavailable) as error:
+            log.warning("transaction aborted, retrying the batch: %s", error)
+            self._abort()
+            return False
+        except CommitFailed as error:
+            log.warning("transaction refused (the group moved on): %s", error)
+            self._abort()
+            return False
+        self.transactions += 1
+        self.stats.commits += 1
+        self._metrics.committed(len(offsets))
+        return True
+
+    def _publish(self, index: int, item: Routed) -> None:
+        def delivered(error: DeliveryError | None) -> None:
+            if error is not None:
+                self._failures[index] = error
+
+        while True:
+            try:
+                self._sink.publish(item.topic, item.key, item.value, item.headers, delivered)
+                return
+            except SinkFull:
+                self._stop.wait(0.01)
+
+    def _dead_letter_hopeless(self, records: list[ConsumedRecord], routed: list[Routed], attempt: int) -> None:
+        """Route to the DLQ, for the next attempt, outputs that cannot succeed or have used up their retries."""
+        retry = self._settings.retry
+        failed_at = format_processed_at(self._clock.now())
+        for index, error in self._failures.items():
+            if routed[index].reason is None and (not error.retriable or retry.exhausted(attempt)):
+                record = records[index]
+                log.warning(
+                    "output publish failed for %s[%d]@%d, dead-lettering: %s",
+                    record.topic, record.partition, record.offset, error,
+                )  # fmt: skip
+                routed[index] = self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
+
+    def _abort(self) -> None:
+        try:
+            self._sink.abort()
+        except (TransactionAborted, BrokerUnavailable) as error:
+            log.warning("abort failed (the broker aborts it on timeout): %s", error)
+
+    def _rewind(self, first: dict[TopicPartition, int]) -> None:
+        still_ours = {partition: offset for partition, offset in first.items() if partition in self._assigned}
+        if still_ours:
+            self._source.rewind(still_ours)
+
+    def _count(self, routed: list[Routed]) -> None:
+        dead: Counter[str] = Counter(item.reason for item in routed if item.reason is not None)
+        processed = len(routed) - sum(dead.values())
+        self.stats.processed += processed
+        self._metrics.processed(processed)
+        for reason, count in dead.items():
+            self.stats.dead_lettered[reason] += count
+            self._metrics.dead_lettered(reason, count)
+
+    def _finish(self) -> None:
+        """Nothing is ever in flight between batches: each one committed or aborted before the next poll."""
+
+    def _close(self) -> None:
+        try:
+            self._source.close()
+        finally:
+            self._sink.close()
+
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        self._track_assignment(partitions, ())
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        self._track_assignment((), partitions)

@@ -1,0 +1,103 @@
+"""The exactly-once pipeline on the in-memory broker's transactions."""
+
+import json
+import threading
+import time
+from typing import Any
+
+from adapters.generator import LoginGenerator
+from adapters.memory import InMemoryBroker, InMemorySource, InMemoryTransactionalSink
+from application import dead_letter
+from application.messages import TopicPartition, header_value
+from application.retry import RetryPolicy
+from application.settings import PipelineSettings
+from application.transactional import TransactionalPipeline
+from domain.processing import LoginEventProcessor
+
+IN, OUT, DLQ = "user-login", "processed-user-login", "user-login-dlq"
+GOOD = {"user_id": "u", "app_version": "2.3.0", "device_type": "iOS"}
+
+
+def make(broker: InMemoryBroker, **changes: Any) -> tuple[TransactionalPipeline, InMemoryTransactionalSink]:
+    settings = PipelineSettings(
+        **{"poll_timeout_s": 0.01, "transaction_size": 100, "retry": RetryPolicy(2, 0.001, 0.002), **changes}
+    )
+    sink = InMemoryTransactionalSink(broker)
+    return TransactionalPipeline(InMemorySource(broker, "g"), sink, LoginEventProcessor(), settings), sink
+
+
+def broker_with(count: int, partitions: int = 2) -> InMemoryBroker:
+    broker = InMemoryBroker(default_partitions=partitions)
+    for topic in (IN, OUT, DLQ):
+        broker.create_topic(topic, partitions)
+    for record in LoginGenerator(seed=5).records(count):
+        broker.append(IN, None, record.value)
+    return broker
+
+
+def test_every_record_lands_exactly_once_in_whole_transactions() -> None:
+    broker = broker_with(1000)
+    pipeline, sink = make(broker)
+    stats = pipeline.run(idle_timeout_s=0.05)
+    assert stats.consumed == 1000 == len(broker.records(OUT)) + len(broker.records(DLQ))
+    assert sink.committed_transactions == pipeline.transactions >= 10  # at most 100 records each
+    assert {broker.committed("g", TopicPartition(IN, p)) for p in range(2)} == {
+        broker.end_offset(TopicPartition(IN, p)) for p in range(2)
+    }
+
+
+def test_an_aborted_transaction_publishes_nothing_and_is_retried_whole() -> None:
+    broker = broker_with(50, partitions=1)
+    broker.fail_publishes(OUT, count=1)  # the first attempt of the first batch fails
+    pipeline, sink = make(broker)
+    pipeline.run(idle_timeout_s=0.05)
+    assert sink.aborted_transactions == 1
+    values = [r.value for r in broker.records(OUT)] + [r.value for r in broker.records(DLQ)]
+    assert len(values) == 50 == len(set(values))  # the retried batch did not double anything
+
+
+def test_a_record_the_output_keeps_refusing_is_dead_lettered_as_publish_failed() -> None:
+    broker = broker_with(0, partitions=1)
+    broker.append(IN, b"k", json.dumps(GOOD).encode())
+    broker.fail_publishes(OUT)  # forever
+    pipeline, sink = make(broker)
+    stats = pipeline.run(idle_timeout_s=0.05)
+    assert stats.dead_lettered == {"publish_failed": 1}
+    [letter] = broker.records(DLQ)
+    assert (letter.key, letter.value) == (b"k", json.dumps(GOOD).encode())
+    assert header_value(letter.headers, dead_letter.REASON) == b"publish_failed"
+    assert sink.aborted_transactions == 3  # the first try and RETRY_LIMIT=2 retries
+    assert broker.committed("g", TopicPartition(IN, 0)) == 1
+
+
+def test_stopping_while_the_dlq_refuses_commits_nothing_and_loses_nothing() -> None:
+    broker = broker_with(0, partitions=1)
+    broker.append(IN, None, b"broken")
+    broker.append(IN, None, json.dumps(GOOD).encode())
+    broker.fail_publishes(DLQ)
+    pipeline, _ = make(broker)
+    stop = threading.Event()
+    runner = threading.Thread(target=pipeline.run, args=(stop,))
+    runner.start()
+    time.sleep(0.3)
+    stop.set()
+    runner.join(5)
+    assert not runner.is_alive()
+    assert broker.records(OUT) == [] and broker.records(DLQ) == []
+    assert broker.committed("g", TopicPartition(IN, 0)) is None
+
+    broker.clear_failures()
+    pipeline, _ = make(broker)
+    pipeline.run(idle_timeout_s=0.05)
+    assert [r.value for r in broker.records(DLQ)] == [b"broken"]
+    assert len(broker.records(OUT)) == 1
+
+
+def test_max_messages_and_restart_resume_after_the_committed_transaction() -> None:
+    broker = broker_with(300, partitions=1)
+    first, _ = make(broker, transaction_size=40)
+    assert first.run(max_messages=120).consumed == 120
+    assert broker.committed("g", TopicPartition(IN, 0)) == 120
+    second, _ = make(broker, transaction_size=40)
+    assert second.run(idle_timeout_s=0.05).consumed == 180
+    assert len(broker.records(OUT)) + len(broker.records(DLQ)) == 300
