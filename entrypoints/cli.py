@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", parents=[common], help="print the event contract as JSON Schema")
     schema.add_argument("--processed", action="store_true", help="the published event instead of the input")
 
-    commands.add_parser("config", parents=[common], help="show the effective settings and where each came from")
+    config = commands.add_parser(
+        "config", parents=[common], help="show the effective settings and where each came from"
+    )
+    config.add_argument("--markdown", action="store_true", help="print the documentation table of all settings instead")
     return parser  # fmt: skip
 
 

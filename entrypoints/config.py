@@ -327,6 +327,10 @@ def load_settings(
     return Settings(values, properties, sources)
 
 
-def describe_setting(setting: Setting) -> tuple[str, str, str, str]:
-    """(name, aliases, default, help) for documentation."""
-    return setting.name, ", ".join(setting.names[1:]), setting.default, setting.help
+def settings_table_markdown() -> str:
+    """The README's configuration table (``pipeline config --markdown``); a test keeps the README in sync."""
+    rows = ["| Variable | Also accepted | Default | Meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        aliases = ", ".join(f"`{name}`" for name in setting.names[1:])
+        rows.append(f"| `{setting.name}` | {aliases} | `{setting.default}` | {setting.help} |")
+    return "\n".join(rows) + "\n"

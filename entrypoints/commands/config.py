@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from entrypoints.config import SETTINGS, Settings
+from entrypoints.config import SETTINGS, Settings, settings_table_markdown
 from entrypoints.errors import SECRET_MARKERS
 
 
@@ -15,6 +15,9 @@ def _shown(value: object) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.markdown:
+        print(settings_table_markdown(), end="")
+        return 0
     width = max(len(setting.name) for setting in SETTINGS)
     for setting in SETTINGS:
         origin = settings.sources.get(setting.key, "default")
