@@ -17,7 +17,8 @@ from dataclasses import dataclass
 APP_VERSIONS = ("2.3.0", "2.3.1", "2.4.0", "2.10.2", "3.0.0")
 DEVICE_TYPES = ("android", "iOS")
 LOCALES = ("US", "GB", "IN", "JP", "FR", "DE", "BR", "NG", "RU", "pt_BR", "es_MX", "ZA")
-STRING_TIMESTAMP_SHARE = 0.2  # the published samples send about one timestamp in five as a digit string
+STRING_TIMESTAMP_SHARE = 0.2
+_TRUNCATE_FROM = len('{"user_id": "') + 11  # the published samples send about one timestamp in five as a digit string
 
 # One entry per defect: the reason it must produce, and how to break a good record that way.
 DEFECTS: tuple[tuple[str, str], ...] = (
@@ -76,8 +77,10 @@ class LoginGenerator:
     def _break(self, record: dict[str, object], defect: str) -> bytes:
         rng = self._rng
         if defect == "truncated":
+            # Cut somewhere after the first 11 characters of the UUID, as a broken producer would,
+            # so that every truncated record still differs from the others.
             text = json.dumps(record)
-            return text[: rng.randint(1, len(text) - 2)].encode()
+            return text[: rng.randint(_TRUNCATE_FROM, len(text) - 2)].encode()
         if defect == "not_utf8":
             return json.dumps(record).encode()[:-1] + b"\xff}"
         if defect == "array":

@@ -87,6 +87,7 @@ def configure_logging(
     secrets: Iterable[str] = (),
     service: str = SERVICE_NAME,
     stream: TextIO | None = None,
+    context: dict[str, object] | None = None,
 ) -> None:
     """Route all logging to one loguru sink on stderr (stdout stays free for command output)."""
     redact = Redactor(secrets)
@@ -100,7 +101,7 @@ def configure_logging(
 
     target = stream or sys.stderr
     logger.remove()
-    logger.configure(patcher=patch)
+    logger.configure(patcher=patch, extra=context or {})
     if log_format == "json":
         logger.add(_json_sink(target, service), level=level.upper(), format="{message}", backtrace=False)
     else:

@@ -75,6 +75,9 @@ class PipelineLoop(ABC):
     @abstractmethod
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None: ...
 
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        self.on_revoked(partitions)
+
     def _serve(self) -> None:  # noqa: B027 - optional hook
         """Work to do before each poll (acknowledgements, retries, flow control)."""
 

@@ -37,10 +37,16 @@ class OutgoingRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryError:
-    """Why the broker did not take a record; ``retriable`` says whether trying again can help."""
+    """Why the broker did not take a record.
+
+    ``retriable``: trying again can help. ``collateral``: the record did nothing
+    wrong; it was swept away with others (an aborted transaction purges its
+    queue), so its failure says nothing about whether it can ever succeed.
+    """
 
     message: str
     retriable: bool = True
+    collateral: bool = False
 
     def __str__(self) -> str:
         return self.message

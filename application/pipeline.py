@@ -292,8 +292,12 @@ class Pipeline(PipelineLoop):
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         self._track_assignment(partitions, ())
-        if self._paused and partitions:
-            self._source.pause(list(partitions))
+        if partitions:
+            # Say it explicitly either way: a client may remember a pause from before the partition left.
+            if self._paused:
+                self._source.pause(list(partitions))
+            else:
+                self._source.resume(list(partitions))
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         """Finish and commit what was consumed from the departing partitions before they go."""
@@ -303,7 +307,14 @@ class Pipeline(PipelineLoop):
                 "revocation: %d record(s) still in flight; the partitions' next owner re-reads them", self._in_flight
             )
         self._commit(asynchronous=False, only=revoked)
-        abandoned = self._ledger.retire(revoked)
+        self._forget(partitions)
+
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        """Already someone else's: nothing can be committed, so just stop tracking them."""
+        self._forget(partitions)
+
+    def _forget(self, partitions: Sequence[TopicPartition]) -> None:
+        abandoned = self._ledger.retire({(p.topic, p.partition) for p in partitions})
         self._in_flight -= abandoned
         self.stats.abandoned += abandoned
         self._blocked_dead_letters = {d for d in self._blocked_dead_letters if not d.ledger.retired}

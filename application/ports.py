@@ -21,6 +21,9 @@ class RebalanceListener(Protocol):
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None: ...
 
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        """Taken away without notice (the session expired): too late to commit them."""
+
 
 class MessageSource(ABC):
     """A consumer-group member reading records and committing positions by hand."""

@@ -12,6 +12,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
+from enum import Enum
 
 from application import dead_letter
 from application.errors import BrokerUnavailable, CommitFailed, SinkFull, TransactionAborted
@@ -25,6 +26,12 @@ from domain.model import format_processed_at
 from domain.processing import LoginEventProcessor
 
 log = logging.getLogger(__name__)
+
+
+class _Attempt(Enum):
+    COMMITTED = "committed"
+    RETRY = "retry"  # aborted; the same batch may be tried again
+    GROUP_MOVED_ON = "group moved on"  # aborted; only a poll (rejoining the group) can help
 
 
 class TransactionalPipeline(PipelineLoop):
@@ -62,14 +69,14 @@ class TransactionalPipeline(PipelineLoop):
         self.stats.consumed += len(records)
         self._metrics.consumed(len(records))
         attempt = 0
-        while not self._commit_batch(routed, after):
+        while (result := self._commit_batch(routed, after)) is not _Attempt.COMMITTED:
             attempt += 1
             self.aborts += 1
             self.stats.retries += 1
             self._metrics.retried(1)
-            if self._stop.is_set() or not (after.keys() & self._assigned):
-                # Stopping, or the partitions moved: nothing of this batch was committed, so reading it
-                # again (here or at its new owner) keeps every record exactly once.
+            if result is _Attempt.GROUP_MOVED_ON or self._stop.is_set():
+                # Nothing of this batch was committed, so reading it again (here after the consumer
+                # rejoins its group, or at the partitions' new owner) keeps every record exactly once.
                 self._rewind(first)
                 self.stats.consumed -= len(records)
                 return
@@ -82,8 +89,8 @@ class TransactionalPipeline(PipelineLoop):
         if stamp is not None:
             self._metrics.end_to_end_latency(max(0.0, self._clock.now() - stamp / 1000.0))
 
-    def _commit_batch(self, routed: list[Routed], offsets: dict[TopicPartition, int]) -> bool:
-        """One attempt: True once committed; False after an abort (failures noted on ``self._failures``)."""
+    def _commit_batch(self, routed: list[Routed], offsets: dict[TopicPartition, int]) -> _Attempt:
+        """One attempt; after an abort, the records that failed are noted on ``self._failures``."""
         self._failures = {}
         try:
             self._sink.begin()
@@ -93,15 +100,15 @@ class TransactionalPipeline(PipelineLoop):
         except (TransactionAborted, BrokerUnavailable) as error:
             log.warning("transaction aborted, retrying the batch: %s", error)
             self._abort()
-            return False
+            return _Attempt.RETRY
         except CommitFailed as error:
-            log.warning("transaction refused (the group moved on): %s", error)
+            log.warning("transaction refused (the consumer must rejoin its group first): %s", error)
             self._abort()
-            return False
+            return _Attempt.GROUP_MOVED_ON
         self.transactions += 1
         self.stats.commits += 1
         self._metrics.committed(len(offsets))
-        return True
+        return _Attempt.COMMITTED
 
     def _publish(self, index: int, item: Routed) -> None:
         def delivered(error: DeliveryError | None) -> None:
@@ -120,6 +127,8 @@ class TransactionalPipeline(PipelineLoop):
         retry = self._settings.retry
         failed_at = format_processed_at(self._clock.now())
         for index, error in self._failures.items():
+            if error.collateral:
+                continue  # swept away by the abort: it says nothing about this record
             if routed[index].reason is None and (not error.retriable or retry.exhausted(attempt)):
                 record = records[index]
                 log.warning(
@@ -131,7 +140,7 @@ class TransactionalPipeline(PipelineLoop):
     def _abort(self) -> None:
         try:
             self._sink.abort()
-        except (TransactionAborted, BrokerUnavailable) as error:
+        except (TransactionAborted, BrokerUnavailable, CommitFailed) as error:
             log.warning("abort failed (the broker aborts it on timeout): %s", error)
 
     def _rewind(self, first: dict[TopicPartition, int]) -> None:

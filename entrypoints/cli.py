@@ -15,7 +15,7 @@ from application.errors import InvalidConfiguration
 from entrypoints.commands import config as config_command
 from entrypoints.commands import demo, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
-from entrypoints.errors import SECRET_MARKERS, UsageError
+from entrypoints.errors import UsageError
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -132,15 +132,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
-    if getattr(args, "workers", None) is not None:
+    if getattr(args, "workers", None) is not None:  # the flag wins over WORKERS
         overrides["workers"] = str(args.workers)
     return load_settings(overrides, env_file=args.env_file)
-
-
-def secrets_of(settings: Settings) -> list[str]:
-    return [
-        value for name, value in settings.client_properties.items() if any(marker in name for marker in SECRET_MARKERS)
-    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_level = settings.log_level
     if args.command in ("demo", "process") and settings.sources.get("log_level") == "default":
         log_level = "warning"  # these print their own summary; service chatter would bury it
-    configure_logging(log_level, settings.log_format, secrets=secrets_of(settings))
+    configure_logging(log_level, settings.log_format, secrets=settings.secret_values())
 
     handlers = {
         "run": service.run,

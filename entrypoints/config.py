@@ -23,6 +23,7 @@ from domain.policies import REQUIRED_FIELDS, RuleSettings
 from domain.versions import AppVersion
 
 BROKER_CLIENTS = ("memory", "confluent", "kafka-python")
+SECRET_MARKERS = ("password", "secret", "key", "token", "credentials")
 GUARANTEES = ("at-least-once", "exactly-once")
 
 
@@ -198,6 +199,9 @@ _NOT_CLIENT_PROPERTIES = (
     "KAFKA_GC_",
     "KAFKA_JMX_",
     "KAFKA_DEBUG",
+    # Kubernetes injects these for a Service named "kafka" (service links): addresses, not client properties.
+    "KAFKA_PORT",
+    "KAFKA_SERVICE_",
 )
 
 
@@ -217,16 +221,20 @@ class Settings:
     def replace(self, **overrides: Any) -> Settings:
         return Settings({**self.values, **overrides}, self.client_properties, self.sources, self.worker_index)
 
+    def secret_values(self) -> list[str]:
+        """Client property values that must never reach a log line (passwords, keys, tokens)."""
+        return [v for k, v in self.client_properties.items() if any(marker in k for marker in SECRET_MARKERS)]
+
     def for_worker(self, index: int) -> Settings:
         return Settings(self.values, self.client_properties, self.sources, index)
 
-    def effective_transactional_id(self) -> str:
-        """Stable across restarts of the same host and worker, so a restart fences its crashed predecessor."""
+    def effective_transactional_id(self, instance_slot: int | None) -> str:
+        """TRANSACTIONAL_ID (per worker), else group.input.host.slot: see entrypoints/instance.py for why."""
         if self.values["transactional_id"]:
             base = self.values["transactional_id"]
             return base if self.worker_index == 0 else f"{base}.{self.worker_index}"
-        host = socket.gethostname()
-        return f"{self.values['consumer_group']}.{self.values['input_topic']}.{host}.{self.worker_index}"
+        slot = f"pid{os.getpid()}" if instance_slot is None else str(instance_slot)
+        return f"{self.values['consumer_group']}.{self.values['input_topic']}.{socket.gethostname()}.{slot}"
 
     def pipeline_settings(self) -> PipelineSettings:
         v = self.values

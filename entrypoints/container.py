@@ -12,17 +12,24 @@ from dependency_injector import containers, providers
 
 from adapters.confluent import ConfluentAdmin, ConfluentSink, ConfluentSource
 from adapters.confluent.transactional import ConfluentTransactionalSink
+from adapters.http import OperationsServer
 from adapters.json_codec import OrjsonCodec
 from adapters.kafka_connection import KafkaConnection
 from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
+from adapters.metrics import PrometheusMetrics
 from application.health import HealthState
 from application.pipeline import Pipeline
-from application.ports import Clock, Metrics
+from application.ports import Clock
 from application.transactional import TransactionalPipeline
 from domain.codec import StdlibJsonCodec
 from domain.policies import build_policies
 from domain.processing import LoginEventProcessor
 from entrypoints.config import Settings
+from entrypoints.instance import claim_slot
+
+
+def transactional_id(settings: Settings) -> str:
+    return settings.effective_transactional_id(claim_slot(f"{settings.consumer_group}.{settings.input_topic}"))
 
 
 class Container(containers.DeclarativeContainer):
@@ -30,7 +37,10 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(Clock)
     health = providers.Singleton(HealthState, clock=clock)
-    metrics = providers.Singleton(Metrics)
+    metrics = providers.Singleton(PrometheusMetrics)
+    operations_server = providers.Singleton(
+        OperationsServer, port=settings.provided.metrics_port, health=health, registry=metrics.provided.registry
+    )
 
     json_codec = providers.Selector(
         settings.provided.json_codec,
@@ -80,7 +90,7 @@ class Container(containers.DeclarativeContainer):
         confluent=providers.Factory(
             ConfluentTransactionalSink,
             connection=kafka_connection,
-            transactional_id=settings.provided.effective_transactional_id.call(),
+            transactional_id=providers.Callable(transactional_id, settings),
             transaction_timeout_ms=settings.provided.transaction_timeout_ms,
         ),
     )

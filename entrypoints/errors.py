@@ -1,7 +1,5 @@
 """What the CLI reports as a user's mistake rather than as a failure."""
 
-SECRET_MARKERS = ("password", "secret", "key", "token", "credentials")
-
 
 class UsageError(Exception):
     """A mistake in what the user asked for: reported in one line, exit status 2."""

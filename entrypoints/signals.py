@@ -27,7 +27,7 @@ class GracefulStop:
         log.info("%s received: finishing in-flight records, committing, leaving the group", name)
         self.event.set()
 
-    def install(self) -> GracefulStop:
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
+    def install(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> GracefulStop:
+        for signum in signals:
+            signal.signal(signum, self._handle)
         return self

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -17,10 +19,38 @@ log = logging.getLogger(__name__)
 _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
 
 
+class LibrdkafkaLog:
+    """librdkafka's log callback, tamed: it retries a lost connection every second and says so each time.
+
+    ErrorReporter already reports an unreachable cluster once, so connection
+    failures (facility FAIL) go to DEBUG, and any other line is repeated at most
+    once per interval.
+    """
+
+    def __init__(self, role: str, interval_s: float = 60.0) -> None:
+        self._logger = logging.getLogger(f"confluent_kafka.{role}")
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        facility = str(args[0]) if args else ""
+        if facility == "FAIL":
+            self._logger.debug(message, *args)
+            return
+        text = message % args if args else message
+        key = facility + re.sub(r"[0-9]+", "#", text.split("]: ", 1)[-1])[:120]
+        now = time.monotonic()
+        if now - self._last.get(key, -self._interval) < self._interval:
+            self._logger.debug(text)
+            return
+        self._last[key] = now
+        self._logger.log(level, text)
+
+
 def client_config(connection: KafkaConnection, role: str, defaults: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": connection.bootstrap_servers,
-        "logger": logging.getLogger(f"confluent_kafka.{role}"),  # librdkafka's own lines join our log stream
+        "logger": LibrdkafkaLog(role),  # librdkafka's own lines join our log stream, without the flood
         **defaults,
     }
     config.update(connection.for_role(role))

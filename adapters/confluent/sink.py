@@ -29,11 +29,19 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+_COLLATERAL = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+# librdkafka marks these final, but they say the broker was unreachable for a while, not that the record is bad.
+_RETRIABLE_ANYWAY = {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
 def _delivered(on_delivery: DeliveryCallback, error: KafkaError | None, message: Message) -> None:
     if error is None:
         on_delivery(None)
-    else:
-        on_delivery(DeliveryError(error.str(), retriable=error.retriable() and not error.fatal()))
+        return
+    code = error.code()
+    collateral = code in _COLLATERAL
+    retriable = not error.fatal() and (error.retriable() or collateral or code in _RETRIABLE_ANYWAY)
+    on_delivery(DeliveryError(error.str(), retriable=retriable, collateral=collateral))
 
 
 class ConfluentSink(MessageSink):

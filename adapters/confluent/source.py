@@ -87,7 +87,8 @@ class ConfluentSource(MessageSource):
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         log.warning("partitions lost (session expired?): %s; their next owner re-reads them", _ours(partitions))
-        self._on_revoke(consumer, partitions)
+        if self._listener is not None:
+            self._listener.on_lost(_ours(partitions))
 
     def _on_commit(self, error: KafkaError | None, partitions: list[KafkaTopicPartition]) -> None:
         if error is not None and error.code() != KafkaError._NO_OFFSET:
@@ -165,9 +166,10 @@ class ConfluentSource(MessageSource):
                 return
             if error.code() in _OWNERSHIP_LOST:
                 raise CommitFailed(error.str()) from None
-            if error.retriable() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-                raise BrokerUnavailable(error.str()) from None
-            raise
+            if error.fatal():
+                raise
+            # Coordinator moving or loading, timeouts, transport: the next commit will cover these offsets.
+            raise BrokerUnavailable(error.str()) from None
         for partition in result:
             if partition.error is not None:
                 raise CommitFailed(f"{partition.topic}[{partition.partition}]: {partition.error.str()}")

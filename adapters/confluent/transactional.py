@@ -3,22 +3,71 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_unreachable
 from adapters.confluent.sink import PRODUCER_DEFAULTS, _delivered
-from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, SinkFull, TransactionAborted
+from application.errors import (
+    BrokerUnavailable,
+    CommitFailed,
+    FatalBrokerError,
+    InvalidConfiguration,
+    SinkFull,
+    TransactionAborted,
+)
 from application.messages import Headers, TopicPartition
 from application.ports import DeliveryCallback, TransactionalSink
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT_S = 30.0
+_TIMEOUT_S = 15.0
+_WATCHDOG_GRACE_S = 5.0
 _COMMIT_ATTEMPTS = 3
+_FENCED = {KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED}
+# The consumer's group membership is stale: retrying cannot help until it polls and rejoins.
+_GROUP_MOVED_ON = {
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+}
+
+
+class _Wedged(Exception):
+    """A librdkafka call outlived its own timeout."""
+
+
+def _guarded(call: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking transactional call on a daemon thread, giving up after its timeout plus a grace period.
+
+    librdkafka's send_offsets_to_transaction can block forever when the group
+    coordinator goes away mid-call, ignoring its timeout (confluentinc/librdkafka
+    #5456, #5511, open as of 2.16). A daemon thread lets us stop waiting; the
+    stuck producer is then abandoned and replaced.
+    """
+    outcome: list[Any] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call(*args))
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
+            failure.append(error)
+
+    worker = threading.Thread(target=target, name="kafka-transaction-call", daemon=True)
+    worker.start()
+    worker.join(_TIMEOUT_S + _WATCHDOG_GRACE_S)
+    if worker.is_alive():
+        raise _Wedged(getattr(call, "__name__", "transactional call"))
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
 
 
 class ConfluentTransactionalSink(TransactionalSink):
@@ -44,30 +93,55 @@ class ConfluentTransactionalSink(TransactionalSink):
                 "error_cb": self.errors,
             },
         )
-        try:
-            self._producer = Producer(config)
-        except KafkaException as error:
-            raise InvalidConfiguration(f"invalid producer configuration: {error.args[0].str()}") from None
+        self._config = config
+        self._id = transactional_id
+        self._producer = self._new_producer()
         self._ready = False
         self._open = False
+
+    def _new_producer(self) -> Producer:
+        try:
+            return Producer(self._config)
+        except KafkaException as error:
+            raise InvalidConfiguration(f"invalid producer configuration: {error.args[0].str()}") from None
+
+    def _replace_producer(self, why: str) -> TransactionAborted:
+        """A fresh producer with the same transactional id fences the old one; the broker aborts its transaction."""
+        log.warning("%s; replacing the transactional producer", why)
+        self._producer = self._new_producer()  # the old one is dropped (or left to its stuck daemon thread)
+        self._ready = False
+        self._open = False
+        return TransactionAborted(f"{why}; producer replaced")
+
+    def _replace_wedged_producer(self, call: str) -> TransactionAborted:
+        return self._replace_producer(
+            f"{call} did not return within {_TIMEOUT_S + _WATCHDOG_GRACE_S:.0f}s (librdkafka #5456)"
+        )
 
     def _failure(self, exception: KafkaException) -> Exception:
         error: KafkaError = exception.args[0]
         if error.fatal():
-            return FatalBrokerError(error.str())
-        if is_unreachable(error):
+            if error.code() in _FENCED:
+                return FatalBrokerError(f"another instance took over transactional id {self._id!r}: {error.str()}")
+            # Fatal for this producer object only (e.g. INVALID_TXN_STATE after an outage): start a new one.
+            return self._replace_producer(f"fatal producer error: {error.str()}")
+        if error.code() in _GROUP_MOVED_ON:
+            return CommitFailed(error.str())
+        if is_unreachable(error) and not error.txn_requires_abort():
             return BrokerUnavailable(error.str())
         return TransactionAborted(error.str())
 
     def begin(self) -> None:
         try:
             if not self._ready:
-                self._producer.init_transactions(_TIMEOUT_S)  # fences any earlier instance with our id
+                _guarded(self._producer.init_transactions, _TIMEOUT_S)  # fences any earlier instance with our id
                 self._ready = True
             self._producer.begin_transaction()
             self._open = True
         except KafkaException as exception:
             raise self._failure(exception) from None
+        except _Wedged as wedged:
+            raise self._replace_wedged_producer(str(wedged)) from None
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
@@ -79,18 +153,25 @@ class ConfluentTransactionalSink(TransactionalSink):
         except BufferError as error:
             self._producer.poll(0.05)
             raise SinkFull(str(error)) from None
+        except KafkaException as exception:
+            # e.g. _STATE: an earlier failure left the transaction needing an abort before anything else.
+            raise self._failure(exception) from None
 
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
         partitions = [KafkaTopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
         try:
-            self._producer.send_offsets_to_transaction(partitions, group_metadata, _TIMEOUT_S)
+            _guarded(self._producer.send_offsets_to_transaction, partitions, group_metadata, _TIMEOUT_S)
         except KafkaException as exception:
             raise self._failure(exception) from None
+        except _Wedged as wedged:
+            raise self._replace_wedged_producer(str(wedged)) from None
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
-                self._producer.commit_transaction(_TIMEOUT_S)
+                _guarded(self._producer.commit_transaction, _TIMEOUT_S)
                 self._open = False
                 return
+            except _Wedged as wedged:
+                raise self._replace_wedged_producer(str(wedged)) from None
             except KafkaException as exception:
                 error: KafkaError = exception.args[0]
                 if error.retriable() and not error.txn_requires_abort() and attempt < _COMMIT_ATTEMPTS:
@@ -101,16 +182,21 @@ class ConfluentTransactionalSink(TransactionalSink):
         if not self._open:
             return
         try:
-            self._producer.abort_transaction(_TIMEOUT_S)
+            _guarded(self._producer.abort_transaction, _TIMEOUT_S)
         except KafkaException as exception:
             raise self._failure(exception) from None
+        except _Wedged as wedged:
+            raise self._replace_wedged_producer(str(wedged)) from None
         finally:
             self._open = False
 
     def close(self) -> None:
-        if self._open:
-            try:
+        """Never raises: closing must not mask the error that made us close."""
+        if self.errors.fatal is not None:
+            return  # a producer in a fatal state can neither abort nor flush; the broker aborts what is open
+        try:
+            if self._open:
                 self._producer.abort_transaction(5.0)
-            except KafkaException as error:
-                log.warning("could not abort the open transaction (the broker will, on timeout): %s", error)
-        self._producer.flush(5.0)
+            self._producer.flush(5.0)
+        except Exception as error:  # noqa: BLE001 - best effort on the way out, whatever the binding raises
+            log.warning("transactional producer closed uncleanly (the broker aborts what is open): %s", error)

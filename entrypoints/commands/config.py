@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from entrypoints.config import SETTINGS, Settings, settings_table_markdown
-from entrypoints.errors import SECRET_MARKERS
+from entrypoints.config import SECRET_MARKERS, SETTINGS, Settings, settings_table_markdown
 
 
 def _shown(value: object) -> str:

@@ -1,27 +1,146 @@
-"""``pipeline run``: the long-running service."""
+"""``pipeline run``: the long-running service, as one process or a small supervisor of N workers."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from types import FrameType
 
+from adapters.logging import configure_logging
+from application.errors import FatalBrokerError, InvalidConfiguration
+from entrypoints.commands.topics import ensure_topics, report
 from entrypoints.config import Settings
 from entrypoints.container import build_container
 from entrypoints.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
+_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    max_messages: int | None
+    idle_timeout_s: float | None
+    ensure_topics: bool
+
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.enable_auto_commit:
         log.warning("ENABLE_AUTO_COMMIT=true ignored: offsets are committed only after output or DLQ delivery")
+    options = RunOptions(args.max_messages, args.idle_timeout, args.ensure_topics)
+    if settings.workers > 1:
+        return supervise(settings, options)
+    return serve(settings, options, GracefulStop().install())
+
+
+def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
+    """One consumer-group member until stopped; exit status 0 after a clean stop."""
     container = build_container(settings)
-    stop = GracefulStop().install()
-    pipeline = container.pipeline()
-    log.info(
-        "starting: %s -> %s / %s, group %s, client %s, %s",
-        settings.input_topic, settings.output_topic, settings.dlq_topic,
-        settings.consumer_group, settings.broker_client, settings.processing_guarantee,
-    )  # fmt: skip
-    pipeline.run(stop.event, max_messages=args.max_messages, idle_timeout_s=args.idle_timeout)
+    server = container.operations_server() if settings.metrics_port else None
+    if server is not None:
+        server.start()
+    try:
+        if options.ensure_topics:
+            admin = container.admin()
+            try:
+                report(ensure_topics(admin, settings, stop.event))
+            finally:
+                admin.close()
+        pipeline = container.pipeline()
+        log.info(
+            "starting: %s -> %s / %s, group %s, client %s, %s",
+            settings.input_topic, settings.output_topic, settings.dlq_topic,
+            settings.consumer_group, settings.broker_client, settings.processing_guarantee,
+        )  # fmt: skip
+        pipeline.run(stop.event, max_messages=options.max_messages, idle_timeout_s=options.idle_timeout_s)
+    except FatalBrokerError as error:
+        log.error("fatal broker error, exiting so a restart can take over (nothing uncommitted is lost): %s", error)
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
     return 0
+
+
+def _worker(settings: Settings, options: RunOptions) -> None:
+    """Entry point of one spawned worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group; the parent decides
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=settings.secret_values(),
+        context={"worker": settings.worker_index},
+    )
+    stop = GracefulStop().install((signal.SIGTERM,))
+    try:
+        sys.exit(serve(settings, options, stop))
+    except InvalidConfiguration as error:
+        log.error("%s", error)
+        sys.exit(2)
+
+
+def supervise(settings: Settings, options: RunOptions) -> int:
+    """Run ``WORKERS`` members of the same group as processes, forwarding signals and restarting crashes.
+
+    Each worker serves its own metrics on METRICS_PORT + its index.
+    """
+    context = multiprocessing.get_context("spawn")
+    count = settings.workers
+    stopping = False
+    forced = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping, forced
+        if stopping:
+            forced = True
+            for process in workers.values():
+                if process.is_alive():
+                    process.kill()
+            return
+        stopping = True
+        log.info("%s: stopping %d worker(s)", signal.Signals(signum).name, count)
+        for process in workers.values():
+            if process.is_alive() and process.pid is not None:
+                process.terminate()  # SIGTERM: each worker drains, commits and leaves the group
+
+    def start(index: int) -> BaseProcess:
+        worker_settings = settings.for_worker(index)
+        if settings.metrics_port:
+            worker_settings = worker_settings.replace(metrics_port=settings.metrics_port + index)
+        process = context.Process(target=_worker, args=(worker_settings, options), name=f"worker-{index}")
+        process.start()
+        return process
+
+    workers: dict[int, BaseProcess] = {}
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for index in range(count):
+        workers[index] = start(index)
+    log.info("started %d workers in group %s", count, settings.consumer_group)
+    restarts = dict.fromkeys(workers, 0)
+    statuses: dict[int, int] = {}
+    while len(statuses) < count:
+        time.sleep(0.2)
+        for index, process in workers.items():
+            if index in statuses or process.is_alive():
+                continue
+            code = process.exitcode if process.exitcode is not None else 1
+            if code == 0 or stopping or code == 2:
+                statuses[index] = code
+                continue
+            delay = _RESTART_BACKOFF_S[min(restarts[index], len(_RESTART_BACKOFF_S) - 1)]
+            log.warning("worker %d exited with %d; restarting in %.0fs", index, code, delay)
+            restarts[index] += 1
+            time.sleep(delay)
+            if not stopping:
+                workers[index] = start(index)
+    if forced:
+        return 130
+    return max(statuses.values(), default=0)

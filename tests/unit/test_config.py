@@ -61,6 +61,9 @@ def test_client_properties_come_from_kafka_variables() -> None:
             "KAFKA_BOOTSTRAP_SERVERS": "b:9092",
             "KAFKA_HOME": "/opt/kafka",
             "KAFKA_HEAP_OPTS": "-Xmx1g",
+            "KAFKA_PORT": "tcp://10.0.0.7:9092",
+            "KAFKA_PORT_9092_TCP_ADDR": "10.0.0.7",
+            "KAFKA_SERVICE_HOST": "10.0.0.7",
         }
     )
     assert settings.client_properties == {
