@@ -35,6 +35,14 @@ class _Assignments:
         self.assigned.difference_update(partitions)
 
 
+def _caught_up(source: MessageSource, listener: _Assignments) -> bool:
+    """At the end of every assigned partition (an unknown lag, e.g. before the first fetch, is not zero)."""
+    if not listener.assigned:
+        return False
+    lags = source.lag()
+    return all(lags.get(partition, 1) == 0 for partition in listener.assigned)
+
+
 def reason_of(record: ConsumedRecord) -> str:
     return (header_value(record.headers, dead_letter.REASON) or b"unknown").decode("utf-8", "replace")
 
@@ -63,7 +71,7 @@ def inspect_dead_letters(
             now = clock.monotonic()
             if records:
                 last_record = now
-            elif (listener.assigned and not any(source.lag().values())) or now - last_record >= idle_timeout_s:
+            elif (_caught_up(source, listener)) or now - last_record >= idle_timeout_s:
                 break
             for record in records:
                 report.total += 1
@@ -136,7 +144,7 @@ def replay_dead_letters(
             records = source.poll_batch(wanted, _POLL_S)
             now = clock.monotonic()
             if not records:
-                if (listener.assigned and not any(source.lag().values())) or now - last_record >= idle_timeout_s:
+                if (_caught_up(source, listener)) or now - last_record >= idle_timeout_s:
                     break
                 continue
             last_record = now

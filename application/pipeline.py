@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from application import dead_letter
 from application.errors import BrokerUnavailable, CommitFailed, SinkFull
 from application.health import HealthState
+from application.logs import ThrottledWarning, record_context
 from application.loop import PipelineLoop
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 from application.offsets import OffsetLedger, PartitionLedger
@@ -85,6 +86,7 @@ class Pipeline(PipelineLoop):
         self._last_commit = self._clock.monotonic()
         self._acknowledged_dead: Counter[str] = Counter()
         self._acknowledged_processed = 0
+        self._publish_failed = ThrottledWarning(log)
 
     # -- loop hooks ----------------------------------------------------------------------------
 
@@ -189,9 +191,9 @@ class Pipeline(PipelineLoop):
             if error.retriable and not self._settings.retry.exhausted(delivery.retries):
                 self._schedule_retry(delivery)
                 return
-            log.warning(
+            self._publish_failed(
                 "output publish failed for %s[%d]@%d after %d attempt(s), dead-lettering: %s",
-                record.topic, record.partition, record.offset, delivery.retries, error,
+                record.topic, record.partition, record.offset, delivery.retries, error, record=record,
             )  # fmt: skip
             failed_at = format_processed_at(self._clock.now())
             routed = self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
@@ -204,7 +206,7 @@ class Pipeline(PipelineLoop):
             self._blocked_dead_letters.add(delivery)
             log.error(
                 "dead-letter publish failed for %s[%d]@%d, pausing consumption and retrying: %s",
-                record.topic, record.partition, record.offset, error,
+                record.topic, record.partition, record.offset, error, extra=record_context(record),
             )  # fmt: skip
         self._schedule_retry(delivery)
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from application import dead_letter
+from application.logs import ThrottledWarning
 from application.messages import ConsumedRecord, Headers
 from application.settings import PipelineSettings
 from domain.outcomes import Processed
@@ -30,6 +31,7 @@ class RecordRouter:
         self._processor = processor
         self._output_topic = settings.output_topic
         self._dlq_topic = settings.dlq_topic
+        self._processing_error = ThrottledWarning(log)
 
     def route(self, record: ConsumedRecord, processed_at: str) -> Routed:
         """Never raises: an unexpected exception dead-letters this record as ``processing_error``."""
@@ -42,8 +44,11 @@ class RecordRouter:
                     key = event.user_id.encode()
                 return Routed(self._output_topic, key, self._processor.encode(event), record.headers, None)
             return self.dead_letter(record, outcome.reason.value, outcome.detail, processed_at)
-        except Exception as error:  # one bad record must not stall its partition
-            log.debug("processing error at %s[%d]@%d", record.topic, record.partition, record.offset, exc_info=True)
+        except Exception as error:  # noqa: BLE001 - one bad record must not stall its partition
+            self._processing_error(
+                "processing error at %s[%d]@%d, dead-lettering: %s: %s",
+                record.topic, record.partition, record.offset, type(error).__name__, error, record=record,
+            )  # fmt: skip
             return self.dead_letter(
                 record, dead_letter.PROCESSING_ERROR, f"{type(error).__name__}: {error}", processed_at
             )

@@ -17,6 +17,7 @@ from enum import Enum
 from application import dead_letter
 from application.errors import BrokerUnavailable, CommitFailed, SinkFull, TransactionAborted
 from application.health import HealthState
+from application.logs import ThrottledWarning
 from application.loop import PipelineLoop
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition
 from application.ports import Clock, MessageSource, Metrics, TransactionalSink
@@ -52,6 +53,7 @@ class TransactionalPipeline(PipelineLoop):
         self.transactions = 0
         self.aborts = 0
         self._failures: dict[int, DeliveryError] = {}  # index in the batch -> why the last attempt lost it
+        self._publish_failed = ThrottledWarning(log)
 
     def _batch_limit(self) -> int:
         return self._settings.transaction_size
@@ -131,9 +133,9 @@ class TransactionalPipeline(PipelineLoop):
                 continue  # swept away by the abort: it says nothing about this record
             if routed[index].reason is None and (not error.retriable or retry.exhausted(attempt)):
                 record = records[index]
-                log.warning(
+                self._publish_failed(
                     "output publish failed for %s[%d]@%d, dead-lettering: %s",
-                    record.topic, record.partition, record.offset, error,
+                    record.topic, record.partition, record.offset, error, record=record,
                 )  # fmt: skip
                 routed[index] = self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
 

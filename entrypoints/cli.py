@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from adapters.logging import configure_logging
 from application.errors import InvalidConfiguration
 from entrypoints.commands import config as config_command
-from entrypoints.commands import demo, process, produce, schema, service, topics
+from entrypoints.commands import demo, dlq, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
 from entrypoints.errors import UsageError
 
@@ -116,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     topics_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     topics_commands.add_parser("ensure", parents=[common], help="create the input, output and DLQ topics if missing")
 
+    dlq = commands.add_parser("dlq", help="inspect and repair the dead-letter topic")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    inspect = dlq_commands.add_parser("inspect", parents=[common], help="counts by reason and the newest examples")
+    inspect.add_argument("--limit", type=_positive_int, default=5, metavar="N", help="examples to show (default 5)")
+    replay = dlq_commands.add_parser(
+        "replay", parents=[common], help="re-publish dead letters, resuming where the last replay stopped"
+    )
+    replay.add_argument("--reason", metavar="R", help="only records dead-lettered with this reason")
+    replay.add_argument("--to", metavar="TOPIC", help="target topic (default: INPUT_TOPIC)")
+    replay.add_argument("--max", type=_positive_int, metavar="N", help="stop after re-publishing N records")
+
     schema = commands.add_parser("schema", parents=[common], help="print the event contract as JSON Schema")
     schema.add_argument("--processed", action="store_true", help="the published event instead of the input")
 
@@ -155,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": demo.run,
         "process": process.run,
         "produce": produce.run,
+        "dlq": dlq.run,
         "topics": topics.run,
         "schema": schema.run,
         "config": config_command.run,

@@ -80,6 +80,9 @@ class InMemorySource(MessageSource):
         assert self._member_id is not None
         self._broker.commit(self._group_id, self._member_id, dict(offsets))
 
+    def lag(self) -> dict[TopicPartition, int]:
+        return {p: self._broker.end_offset(p) - position for p, position in self._positions.items()}
+
     def group_metadata(self) -> object:
         return (self._group_id, self._member_id)
 
