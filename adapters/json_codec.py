@@ -9,7 +9,6 @@ floats and refuses lone surrogate escapes. Those cases go to
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import cast
 
 import orjson
@@ -20,25 +19,22 @@ from domain.codec import StdlibJsonCodec
 _LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
 
 
+_SUSPECT_TYPES = frozenset({float, dict, list})
+
+
 def _may_hide_rounded_integer(value: object) -> bool:
     """Cheap screen: a float, or a container at the first level that may hold one.
 
-    Flat records of strings and small integers, the common case, pass without scanning the bytes.
+    Flat records of strings and small integers, the common case, pass without
+    scanning the bytes; the type check runs in C (map/isdisjoint), not a Python loop.
     """
     kind = type(value)
     if kind is float:
         return True
-    items: Iterable[object]
     if kind is dict:
-        items = cast(dict[str, object], value).values()
-    elif kind is list:
-        items = cast(list[object], value)
-    else:
-        return False
-    for item in items:
-        kind = type(item)
-        if kind is float or kind is dict or kind is list:
-            return True
+        return not _SUSPECT_TYPES.isdisjoint(map(type, cast(dict[str, object], value).values()))
+    if kind is list:
+        return not _SUSPECT_TYPES.isdisjoint(map(type, cast(list[object], value)))
     return False
 
 

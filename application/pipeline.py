@@ -59,6 +59,13 @@ class _Delivery:
         self.timed = False
 
     def __call__(self, error: DeliveryError | None) -> None:
+        # The success case inline: it runs once per record, and a method call more costs ~3% here.
+        if error is None and self.reason is None and not self.timed and not self.ledger.retired:
+            self.ledger.pending.discard(self.record.offset)
+            pipeline = self.pipeline
+            pipeline._in_flight -= 1
+            pipeline._acknowledged_processed += 1
+            return
         self.pipeline._delivered(self, error)
 
 

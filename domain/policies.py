@@ -20,6 +20,7 @@ REQUIRED_FIELDS = ("user_id", "app_version", "device_type")
 OPTIONAL_STRING_FIELDS = ("locale", "device_id", "ip")
 DEFAULT_MINIMUM_APP_VERSION = AppVersion.parse("2.0.0")
 _SHOWN_VALUE_LIMIT = 64
+_VERSION_CACHE_SIZE = 4096
 
 
 def json_type_name(value: object) -> str:
@@ -82,14 +83,29 @@ class StringFields:
 
 @dataclass(frozen=True, slots=True)
 class AppVersionPolicy:
-    """Version format always; age only when a minimum is configured."""
+    """Version format always; age only when a minimum is configured.
+
+    A fleet reports a few dozen distinct versions, so verdicts are cached by
+    the version string (bounded, in case a producer sends garbage).
+    """
 
     minimum: AppVersion | None = DEFAULT_MINIMUM_APP_VERSION
+    _verdicts: dict[str, Rejected | None] = field(default_factory=dict, compare=False, repr=False)
 
     def check(self, record: Mapping[str, object]) -> Rejected | None:
         value = record.get("app_version")
         if type(value) is not str:
             return None  # absence and type are the other policies' business
+        try:
+            return self._verdicts[value]
+        except KeyError:
+            verdict = self._judge(value)
+            if len(self._verdicts) >= _VERSION_CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[value] = verdict
+            return verdict
+
+    def _judge(self, value: str) -> Rejected | None:
         try:
             version = AppVersion.parse(value)
         except ValueError:

@@ -44,7 +44,12 @@ class LoginEventProcessor:
             return Rejected(RejectReason.MALFORMED_JSON, "value is nested too deeply to parse safely")
         except ValueError as error:
             return Rejected(RejectReason.MALFORMED_JSON, f"value is not UTF-8 JSON: {str(error)[:120]}")
-        if raw.count(b"[") + raw.count(b"{") > MAX_NESTING_DEPTH and _deeper_than(record, MAX_NESTING_DEPTH):
+        # Depth cannot exceed the number of brackets, nor the length: most records skip the check entirely.
+        if (
+            len(raw) > MAX_NESTING_DEPTH
+            and raw.count(b"[") + raw.count(b"{") > MAX_NESTING_DEPTH
+            and _deeper_than(record, MAX_NESTING_DEPTH)
+        ):
             return Rejected(RejectReason.MALFORMED_JSON, f"value is nested deeper than {MAX_NESTING_DEPTH} levels")
         if type(record) is not dict:
             return Rejected(RejectReason.NOT_AN_OBJECT, f"value is a JSON {json_type_name(record)}, not an object")

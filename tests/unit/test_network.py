@@ -1,6 +1,8 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from domain.network import AddressClass, classify_address
+from domain.network import AddressClass, classify_address, reference_classify_address
 
 PUBLIC = [
     "8.8.8.8",
@@ -39,3 +41,14 @@ def test_non_public_addresses(address: str) -> None:
 @pytest.mark.parametrize("address", INVALID)
 def test_invalid_addresses(address: str) -> None:
     assert classify_address(address) is AddressClass.INVALID
+
+
+@settings(max_examples=3000)
+@given(st.ip_addresses().map(str) | st.text(alphabet="0123456789.:abcdefABCDEF%x ", max_size=24) | st.text(max_size=20))
+def test_the_fast_path_agrees_with_ipaddress(text: str) -> None:
+    assert classify_address(text) is reference_classify_address(text)
+
+
+@pytest.mark.parametrize("text", ["1.2.3.4\x00", "1.2.3.04", "0x7f.0.0.1", "127.1", "1.2.3.4\n", "١.٢.٣.٤"])  # noqa: RUF001
+def test_the_fast_path_agrees_on_lookalikes(text: str) -> None:
+    assert classify_address(text) is reference_classify_address(text)
