@@ -109,6 +109,9 @@ class Outcome:
         return sum(self.outputs.values()) + sum(self.dead_letters.values())
 
 
+RUNNING: list[Service] = []  # every service started, so a failed test cannot leave one behind
+
+
 class Service:
     """``pipeline run`` as a child process, observed through its own /metrics endpoint."""
 
@@ -136,6 +139,7 @@ class Service:
             [sys.executable, "-m", "entrypoints.cli", "run", *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
+        RUNNING.append(self)
 
     def consumed(self) -> float:
         try:
