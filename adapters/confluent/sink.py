@@ -44,6 +44,25 @@ def _delivered(on_delivery: DeliveryCallback, error: KafkaError | None, message:
     on_delivery(DeliveryError(error.str(), retriable=retriable, collateral=collateral))
 
 
+def produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    on_delivery: DeliveryCallback,
+) -> None:
+    """Queue one record; SinkFull when librdkafka's queue has no room (other KafkaExceptions propagate)."""
+    try:
+        producer.produce(topic, value, key, headers=list(headers) or None, on_delivery=partial(_delivered, on_delivery))
+    except BufferError as error:
+        raise SinkFull(str(error)) from None
+    except KafkaException as exception:
+        if exception.args[0].code() == KafkaError._QUEUE_FULL:
+            raise SinkFull(exception.args[0].str()) from None
+        raise
+
+
 class ConfluentSink(MessageSink):
     def __init__(self, connection: KafkaConnection, *, extra: Mapping[str, Any] | None = None) -> None:
         self.errors = ErrorReporter("producer")
@@ -56,16 +75,7 @@ class ConfluentSink(MessageSink):
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
-        try:
-            self._producer.produce(
-                topic, value, key, headers=list(headers) or None, on_delivery=partial(_delivered, on_delivery)
-            )
-        except BufferError as error:
-            raise SinkFull(str(error)) from None
-        except KafkaException as exception:
-            if exception.args[0].code() == KafkaError._QUEUE_FULL:
-                raise SinkFull(exception.args[0].str()) from None
-            raise
+        produce(self._producer, topic, key, value, headers, on_delivery)
 
     def poll(self, timeout_s: float) -> None:
         self._producer.poll(timeout_s)

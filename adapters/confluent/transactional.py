@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_unreachable
-from adapters.confluent.sink import PRODUCER_DEFAULTS, _delivered
+from adapters.confluent.sink import PRODUCER_DEFAULTS, produce
 from application.errors import (
     BrokerUnavailable,
     CommitFailed,
@@ -147,12 +146,10 @@ class ConfluentTransactionalSink(TransactionalSink):
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
         try:
-            self._producer.produce(
-                topic, value, key, headers=list(headers) or None, on_delivery=partial(_delivered, on_delivery)
-            )
-        except BufferError as error:
-            self._producer.poll(0.05)
-            raise SinkFull(str(error)) from None
+            produce(self._producer, topic, key, value, headers, on_delivery)
+        except SinkFull:
+            self._producer.poll(0.05)  # nobody else serves this producer's queue during a transaction
+            raise
         except KafkaException as exception:
             # e.g. _STATE: an earlier failure left the transaction needing an abort before anything else.
             raise self._failure(exception) from None
