@@ -35,7 +35,8 @@ test: lint typecheck $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m bench.run $(if $(filter 1,$(BENCH_QUICK)),--quick)
 
 kafka-start:
 	scripts/kafka-local start
