@@ -107,9 +107,18 @@ class Harness:
         self.kafka.delete_group(lane.group)
 
     def _wait_committed(
-        self, running: Running, watch: CommitWatch, ends: list[int], timeout_s: float
+        self,
+        running: Running,
+        watch: CommitWatch,
+        ends: list[int],
+        timeout_s: float,
+        half_way: RunResult | None = None,
     ) -> tuple[float | None, str | None]:
-        """Poll the group's commits until they reach ``ends``: (t_end, None), or (None, why not)."""
+        """Poll the group's commits until they reach ``ends``: (t_end, None), or (None, why not).
+
+        With ``half_way``, the contender's peak RSS is also sampled when half the input is committed, so
+        the second half of a run shows whether memory grows with the records or stays where warm-up left it.
+        """
         target = sum(ends)
         started = progress_at = time.monotonic()
         progress = 0
@@ -127,6 +136,8 @@ class Harness:
             if committed == ends:
                 return now, None
             total = sum(committed)
+            if half_way is not None and half_way.peak_rss_mb_half is None and total * 2 >= target:
+                half_way.peak_rss_mb_half = running.peak_rss_mb()
             if total != progress:
                 progress, progress_at = total, time.monotonic()
             elif total == 0 and time.monotonic() - started > STARTUP_TIMEOUT_S:
@@ -152,7 +163,9 @@ class Harness:
         try:
             launched = time.time()
             running = self._launch(contender, lane, label)
-            t_end, problem = self._wait_committed(running, watch, ends, timeout_s=STALL_TIMEOUT_S + records / 200)
+            t_end, problem = self._wait_committed(
+                running, watch, ends, timeout_s=STALL_TIMEOUT_S + records / 200, half_way=result
+            )
             result.peak_rss_mb = running.peak_rss_mb()
             code = running.stop()
             result.log = str(running.log_path)
