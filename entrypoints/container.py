@@ -15,6 +15,8 @@ from adapters.confluent.transactional import ConfluentTransactionalSink
 from adapters.http import OperationsServer
 from adapters.json_codec import OrjsonCodec
 from adapters.kafka_connection import KafkaConnection
+from adapters.kafka_python import KafkaPythonAdmin, KafkaPythonSink, KafkaPythonSource
+from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
 from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
 from adapters.metrics import PrometheusMetrics
 from application.health import HealthState
@@ -72,16 +74,27 @@ class Container(containers.DeclarativeContainer):
             auto_offset_reset=settings.provided.auto_offset_reset,
             session_timeout_ms=settings.provided.session_timeout_ms,
         ),
+        **{
+            "kafka-python": providers.Factory(
+                KafkaPythonSource,
+                connection=kafka_connection,
+                group_id=settings.provided.consumer_group,
+                auto_offset_reset=settings.provided.auto_offset_reset,
+                session_timeout_ms=settings.provided.session_timeout_ms,
+            ),
+        },
     )
     sink = providers.Selector(
         settings.provided.broker_client,
         memory=providers.Factory(InMemorySink, broker=memory_broker),
         confluent=providers.Factory(ConfluentSink, connection=kafka_connection),
+        **{"kafka-python": providers.Factory(KafkaPythonSink, connection=kafka_connection)},
     )
     admin = providers.Selector(
         settings.provided.broker_client,
         memory=providers.Factory(InMemoryAdmin, broker=memory_broker),
         confluent=providers.Factory(ConfluentAdmin, connection=kafka_connection),
+        **{"kafka-python": providers.Factory(KafkaPythonAdmin, connection=kafka_connection)},
     )
 
     transactional_sink = providers.Selector(
@@ -93,6 +106,14 @@ class Container(containers.DeclarativeContainer):
             transactional_id=providers.Callable(transactional_id, settings),
             transaction_timeout_ms=settings.provided.transaction_timeout_ms,
         ),
+        **{
+            "kafka-python": providers.Factory(
+                KafkaPythonTransactionalSink,
+                connection=kafka_connection,
+                transactional_id=providers.Callable(transactional_id, settings),
+                transaction_timeout_ms=settings.provided.transaction_timeout_ms,
+            ),
+        },
     )
 
     pipeline_settings = providers.Singleton(settings.provided.pipeline_settings.call())

@@ -4,23 +4,35 @@ kafka-python takes snake_case keyword arguments instead of dotted properties.
 The security properties are translated by name; any other dotted property
 whose underscore form is one of the client's own settings (``fetch.min.bytes``
 -> ``fetch_min_bytes``) passes through, converted to the type of that
-setting's default. Everything else is refused with a ValueError naming the
-variable, so a typo or a librdkafka-only knob never goes unnoticed.
+setting's default. Everything else is refused with InvalidConfiguration (a
+ValueError) naming the variable, so a typo or a librdkafka-only knob never goes
+unnoticed.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
+import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from adapters.kafka_connection import KafkaConnection
-from application.errors import BrokerUnavailable
+from application.errors import BrokerUnavailable, InvalidConfiguration
 
-__all__ = ["KafkaConnection", "api_version_ceiling", "client_config", "translate", "unavailable"]
+__all__ = [
+    "KafkaConnection",
+    "api_version_ceiling",
+    "client_config",
+    "quiet_repeated_client_logs",
+    "translate",
+    "unavailable",
+    "variable_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +42,35 @@ ROLES: dict[str, Mapping[str, Any]] = {
     "admin": KafkaAdminClient.DEFAULT_CONFIG,
 }
 
-_SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
-_SASL_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"}
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+_OAUTH = "SASL OAUTHBEARER needs a token-provider object in kafka-python; use BROKER_CLIENT=confluent"
 
 # Settings that take a Python object (a class, a callable, an SSLContext ...): no string can express them.
 _OBJECT_SETTINGS = {
     "key_serializer", "value_serializer", "key_deserializer", "value_deserializer", "partitioner",
     "partition_assignment_strategy", "default_offset_commit_callback", "ssl_context", "selector",
     "socket_options", "metric_reporters", "kafka_client", "sasl_oauth_token_provider", "sasl_kerberos_name",
-    "socks5_proxy",
+    "socks5_proxy", "bootstrap_servers",
 }  # fmt: skip
 
 
-def _upper_choice(choices: Collection[str]) -> Callable[[str, str], str]:
+def _choice(choices: Collection[str]) -> Callable[[str, str], str]:
     def convert(variable: str, value: str) -> str:
         upper = value.strip().upper()
         if upper not in choices:
-            raise ValueError(f"{variable}: expected one of {', '.join(sorted(choices))}, got {value!r}")
+            raise InvalidConfiguration(f"{variable}: expected one of {', '.join(choices)}, got {value!r}")
         return upper
 
     return convert
 
 
 def _mechanism(variable: str, value: str) -> str:
-    upper = value.strip().upper()
-    if upper == "OAUTHBEARER":
-        raise ValueError(
-            f"{variable}: SASL OAUTHBEARER is not supported by the kafka-python adapter "
-            "(it needs a token-provider object); use BROKER_CLIENT=confluent"
-        )
-    return _upper_choice(_SASL_MECHANISMS)(variable, value)
+    if value.strip().upper() == "OAUTHBEARER":
+        raise InvalidConfiguration(f"{variable}: {_OAUTH}")
+    return _choice(_SASL_MECHANISMS)(variable, value)
 
 
 def _hostname_check(variable: str, value: str) -> bool:
@@ -70,7 +79,7 @@ def _hostname_check(variable: str, value: str) -> bool:
         return False
     if algorithm == "https":
         return True
-    raise ValueError(f"{variable}: expected https or none, got {value!r}")
+    raise InvalidConfiguration(f"{variable}: expected https or none, got {value!r}")
 
 
 def _text(variable: str, value: str) -> str:
@@ -81,7 +90,7 @@ def _api_version(variable: str, value: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in value.strip().split("."))
     except ValueError:
-        raise ValueError(f"{variable}: expected a broker version such as 3.7, got {value!r}") from None
+        raise InvalidConfiguration(f"{variable}: expected a broker version such as 3.7, got {value!r}") from None
 
 
 def _acks(variable: str, value: str) -> int | str:
@@ -90,12 +99,12 @@ def _acks(variable: str, value: str) -> int | str:
         return "all"
     if text in ("0", "1"):
         return int(text)
-    raise ValueError(f"{variable}: expected all, -1, 0 or 1, got {value!r}")
+    raise InvalidConfiguration(f"{variable}: expected all, -1, 0 or 1, got {value!r}")
 
 
 # Property (librdkafka / Java name) -> (kafka-python argument, conversion).
 _RENAMED: dict[str, tuple[str, Callable[[str, str], Any]]] = {
-    "security.protocol": ("security_protocol", _upper_choice(_SECURITY_PROTOCOLS)),
+    "security.protocol": ("security_protocol", _choice(_SECURITY_PROTOCOLS)),
     "sasl.mechanism": ("sasl_mechanism", _mechanism),
     "sasl.mechanisms": ("sasl_mechanism", _mechanism),
     "sasl.username": ("sasl_plain_username", _text),  # kafka-python uses these for PLAIN and SCRAM alike
@@ -112,9 +121,12 @@ _RENAMED: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "api.version": ("api_version", _api_version),
     "acks": ("acks", _acks),
 }
-_UNSUPPORTED_PREFIXES = {
-    "sasl.oauthbearer.": "SASL OAUTHBEARER needs a token-provider object in kafka-python; use BROKER_CLIENT=confluent",
-}
+
+
+class _Argument(NamedTuple):
+    value: Any
+    variable: str
+    prop: str
 
 
 def variable_name(prop: str) -> str:
@@ -123,76 +135,84 @@ def variable_name(prop: str) -> str:
 
 
 def _convert(variable: str, default: Any, value: str) -> Any:
-    """A property's text as the type of the setting's default (bool before int: bool is an int)."""
+    """A property's text as the type of the setting's default (bool before int: a bool is an int)."""
     text = value.strip()
     try:
         if isinstance(default, bool):
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
             raise ValueError
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):
             return float(text)
     except ValueError:
-        kind = {bool: "true or false", int: "an integer", float: "a number"}[type(default)]
-        raise ValueError(f"{variable}: expected {kind}, got {value!r}") from None
+        kind = (
+            "true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int) else "a number"
+        )
+        raise InvalidConfiguration(f"{variable}: expected {kind}, got {value!r}") from None
     return value
 
 
-def _unsupported(variable: str, prop: str) -> ValueError:
-    return ValueError(f"{variable}: property '{prop}' is not supported by kafka-python")
+def _unsupported(variable: str, prop: str, reason: str = "") -> InvalidConfiguration:
+    return InvalidConfiguration(
+        f"{variable}: property '{prop}' is not supported by kafka-python" + (f" ({reason})" if reason else "")
+    )
+
+
+def _arguments(connection: KafkaConnection, role: str) -> dict[str, _Argument]:
+    own = ROLES[role]
+    prefixed = {k[len(role) + 1 :] for k in connection.properties if k.startswith(f"{role}.")}
+    arguments: dict[str, _Argument] = {}
+    for prop, value in connection.for_role(role).items():
+        explicit = prop in prefixed  # given as role.prop: meant for this client only
+        variable = variable_name(f"{role}.{prop}" if explicit else prop)
+        if prop.startswith("sasl.oauthbearer."):
+            raise _unsupported(variable, prop, _OAUTH)
+        if prop in _RENAMED:
+            name, convert = _RENAMED[prop]
+            if name in own:
+                arguments[name] = _Argument(convert(variable, value), variable, prop)
+            elif explicit:
+                raise _unsupported(variable, prop, f"the {role} has no such setting")
+            continue
+        name = prop.replace(".", "_").replace("-", "_")
+        if name in _OBJECT_SETTINGS:
+            raise _unsupported(variable, prop, "it takes a Python object")
+        if name in own:
+            arguments[name] = _Argument(_convert(variable, own[name], value), variable, prop)
+        elif explicit:
+            raise _unsupported(variable, prop, f"the {role} has no such setting")
+        elif not any(name in defaults for defaults in ROLES.values()):
+            raise _unsupported(variable, prop)
+        else:
+            log.debug("%s (%s) is for another kafka-python client, not the %s", variable, prop, role)
+    return arguments
 
 
 def translate(connection: KafkaConnection, role: str) -> dict[str, Any]:
     """The user's properties for ``role`` ("consumer", "producer" or "admin") as kafka-python arguments.
 
     A shared (unprefixed) property that only another client understands, e.g.
-    ``linger.ms`` for the consumer, is skipped; one no client understands, or a
-    ``role.``-prefixed one this client does not, raises ValueError.
+    ``linger.ms`` for the consumer, is skipped; one that no kafka-python client
+    understands, or a ``role.``-prefixed one this client does not, is refused.
     """
-    own = ROLES[role]
-    prefixed = {k[len(role) + 1 :] for k in connection.properties if k.startswith(f"{role}.")}
-    arguments: dict[str, Any] = {}
-    for prop, value in connection.for_role(role).items():
-        variable = variable_name(f"{role}.{prop}" if prop in prefixed else prop)
-        for prefix, reason in _UNSUPPORTED_PREFIXES.items():
-            if prop.startswith(prefix):
-                raise ValueError(f"{variable}: property '{prop}' is not supported by kafka-python: {reason}")
-        if prop in _RENAMED:
-            name, convert = _RENAMED[prop]
-            if name in own:
-                arguments[name] = convert(variable, value)
-            elif prop in prefixed:
-                raise _unsupported(variable, prop)
-            continue
-        name = prop.replace(".", "_").replace("-", "_")
-        if name in _OBJECT_SETTINGS or name == "bootstrap_servers":
-            raise _unsupported(variable, prop)
-        if name in own:
-            arguments[name] = _convert(variable, own[name], value)
-        elif prop in prefixed or not any(name in defaults for defaults in ROLES.values()):
-            raise _unsupported(variable, prop)
-        else:
-            log.debug("%s: %s applies to another kafka-python client, not the %s", variable, prop, role)
-    return arguments
+    return {name: argument.value for name, argument in _arguments(connection, role).items()}
 
 
 def api_version_ceiling() -> tuple[int, ...]:
-    """The newest broker version this kafka-python knows.
+    """The newest broker version this kafka-python knows, passed as ``api_version``.
 
-    Given as ``api_version`` it stops the client probing the broker while it is
-    constructed (a probe that blocks, and fails, when the broker is down);
-    every connection still negotiates with ApiVersions and steps down to what
-    an older broker supports.
+    Without it each client probes the broker while it is constructed, which
+    blocks (and fails) when the broker is down. With it, construction does no
+    I/O, and every connection still negotiates with ApiVersions, stepping down
+    to what an older broker supports.
     """
     try:
         from kafka.protocol.broker_version_data import BROKER_API_VERSIONS  # noqa: PLC0415
 
         return max(BROKER_API_VERSIONS)
-    except (ImportError, ValueError):  # a kafka-python that moved it: a version every 2.x/3.x knows
+    except (ImportError, ValueError, TypeError):  # moved in some other release: a version every 2.x/3.x knows
         return (2, 6)
 
 
@@ -201,30 +221,74 @@ def client_config(
 ) -> dict[str, Any]:
     """Keyword arguments for a kafka-python client: our defaults, then the user's properties on top.
 
-    ``reserved`` names the arguments the adapter must control (e.g. auto-commit
-    for the consumer); a property setting one of them is refused.
+    ``reserved`` names arguments the adapter must control (auto-commit for the
+    consumer, for instance); a property that sets one is refused.
     """
-    user = translate(connection, role)
+    user = _arguments(connection, role)
     for name in reserved:
         if name in user:
-            raise ValueError(
-                f"{variable_name(name.replace('_', '.'))}: property '{name.replace('_', '.')}' "
-                "is set by the kafka-python adapter and cannot be overridden"
+            raise InvalidConfiguration(
+                f"{user[name].variable}: property '{user[name].prop}' is set by the kafka-python adapter"
             )
     config: dict[str, Any] = {
         "bootstrap_servers": [s.strip() for s in connection.bootstrap_servers.split(",") if s.strip()],
         "api_version": api_version_ceiling(),
+        # librdkafka's ceiling: kafka-python's own (30 s) makes recovery after an outage needlessly slow.
+        "reconnect_backoff_max_ms": 10_000,
         **defaults,
     }
-    config.update(user)
+    config.update({name: argument.value for name, argument in user.items()})
     return config
 
 
 def unavailable(error: BaseException, servers: str) -> BrokerUnavailable:
-    return BrokerUnavailable(f"cannot reach Kafka at {servers}: {_describe(error)}")
+    detail = str(error) if isinstance(error, KafkaError) else f"{type(error).__name__}: {error}"
+    return BrokerUnavailable(f"cannot reach Kafka at {servers}: {detail}")
 
 
-def _describe(error: BaseException) -> str:
-    if isinstance(error, KafkaError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+class _RepeatFilter(logging.Filter):
+    """Lets one warning or error through per minute per kind of message; counts what it held back.
+
+    kafka-python logs every failed reconnect (several lines each, at ERROR);
+    while a cluster is down that is a line every few seconds saying the same.
+    """
+
+    _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is the library's problem, not ours to hide
+            return True
+        key = (record.name, record.levelno, self._NUMBERS.sub("#", text))
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._seen.get(key, (-self._window_s, 0))
+            if now - last < self._window_s:
+                self._seen[key] = (last, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:  # messages carrying ids could grow this forever
+                self._seen = {key: (now, 0)}
+        if held:
+            record.msg, record.args = f"{text} ({held} similar message(s) not shown since the last)", None
+        return True
+
+
+_REPEAT_FILTER = _RepeatFilter()
+
+
+def quiet_repeated_client_logs() -> None:
+    """Install the repeat filter on kafka-python's loggers (they exist once its modules are imported)."""
+    for name, candidate in list(logging.Logger.manager.loggerDict.items()):
+        is_kafka = name == "kafka" or name.startswith("kafka.")
+        if is_kafka and isinstance(candidate, logging.Logger) and _REPEAT_FILTER not in candidate.filters:
+            candidate.addFilter(_REPEAT_FILTER)

@@ -1,0 +1,111 @@
+"""Topic administration with kafka-python's KafkaAdminClient.
+
+KafkaAdminClient connects while it is constructed (and raises when it cannot),
+so it is created on first use: constructing this adapter never touches the
+network, and an unreachable cluster surfaces from ``ensure_topics`` as
+BrokerUnavailable, which callers retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError, for_code
+
+from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
+from application.errors import InvalidConfiguration
+from application.ports import TopicAdmin, TopicReport, TopicSpec
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT_MS = 15_000
+
+
+class KafkaPythonAdmin(TopicAdmin):
+    def __init__(self, connection: KafkaConnection) -> None:
+        self._servers = connection.bootstrap_servers
+        self._config = client_config(
+            connection, "admin", {"bootstrap_timeout_ms": _TIMEOUT_MS, "request_timeout_ms": _TIMEOUT_MS}
+        )
+        self._admin: Any = None
+
+    def _client(self) -> Any:
+        if self._admin is not None:
+            return self._admin
+        created: list[Any] = []
+        make_network_client = self._config.get("kafka_client", KafkaAdminClient.DEFAULT_CONFIG["kafka_client"])
+
+        def network_client(**configs: Any) -> Any:
+            client = make_network_client(**configs)
+            created.append(client)
+            return client
+
+        try:
+            self._admin = KafkaAdminClient(**{**self._config, "kafka_client": network_client})
+        except (KafkaConfigurationError, ValueError, TypeError) as error:
+            self._discard(created)
+            raise InvalidConfiguration(f"invalid admin configuration: {error}") from None
+        except KafkaError as error:  # could not bootstrap in time
+            self._discard(created)  # or its I/O thread would outlive the failed attempt
+            raise unavailable(error, self._servers) from None
+        quiet_repeated_client_logs()
+        return self._admin
+
+    @staticmethod
+    def _discard(clients: list[Any]) -> None:
+        for client in clients:
+            try:
+                client.close()
+            except Exception as error:  # noqa: BLE001 - best effort after a failed start
+                log.debug("discarding a half-started admin client: %s", error)
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
+        admin = self._client()
+        try:
+            existing = {topic["name"]: topic for topic in admin.describe_topics()}
+        except KafkaError as error:
+            raise unavailable(error, self._servers) from None
+        reports: dict[str, TopicReport] = {}
+        missing: dict[str, dict[str, int]] = {}
+        for spec in specs:
+            metadata = existing.get(spec.name)
+            if metadata is None or metadata.get("error_code"):
+                missing[spec.name] = {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor}
+                continue
+            actual = len(metadata["partitions"])
+            if actual != spec.partitions:
+                reports[spec.name] = TopicReport(
+                    spec.name, "mismatch", f"has {actual} partitions, configured {spec.partitions}"
+                )
+            else:
+                reports[spec.name] = TopicReport(spec.name, "exists", f"{actual} partitions")
+        if missing:
+            try:
+                created = admin.create_topics(missing, timeout_ms=_TIMEOUT_MS, raise_errors=False)
+            except KafkaError as error:
+                raise unavailable(error, self._servers) from None
+            for result in created["topics"]:
+                name = result["name"]
+                error_type = for_code(result["error_code"])
+                if result["error_code"] == 0:
+                    spec = next(s for s in specs if s.name == name)
+                    reports[name] = TopicReport(
+                        name, "created", f"{spec.partitions} partitions, replication {spec.replication_factor}"
+                    )
+                elif error_type is TopicAlreadyExistsError:  # created meanwhile by someone else
+                    reports[name] = TopicReport(name, "exists", "created concurrently")
+                else:
+                    detail = result.get("error_message") or error_type.__name__
+                    raise ValueError(f"cannot create topic {name}: {detail}")
+        return [reports[spec.name] for spec in specs]
+
+    def close(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            except KafkaError as error:
+                log.warning("admin close: %s", error)
+            self._admin = None
