@@ -95,6 +95,9 @@ class PipelineLoop(ABC):
     def _after_poll(self) -> None:  # noqa: B027 - optional hook
         """Periodic work after each poll (e.g. commits)."""
 
+    def _start(self) -> None:  # noqa: B027 - optional hook
+        """Work before subscribing (e.g. fencing a predecessor)."""
+
     # -- the loop -------------------------------------------------------------------------------
 
     def run(
@@ -109,6 +112,7 @@ class PipelineLoop(ABC):
         Every way out finishes in-flight work and commits what was delivered.
         """
         self._stop = stop or threading.Event()
+        self._start()
         self._source.subscribe([self._settings.input_topic], self)
         self.health.running = True
         self._last_activity = self._clock.monotonic()

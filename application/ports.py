@@ -115,6 +115,15 @@ class TransactionalSink(ABC):
     """A producer that writes a batch of records and the input offsets they consume atomically."""
 
     @abstractmethod
+    def prepare(self) -> None:
+        """Claim the transactional id before consuming; BrokerUnavailable leaves it to the first ``begin``.
+
+        Claiming fences a crashed predecessor with the same id and aborts its open transaction now.
+        Left to the first batch, that transaction would hold its partitions' committed offsets unstable,
+        so the consumer could fetch nothing from them until ``transaction.timeout.ms`` expired it.
+        """
+
+    @abstractmethod
     def begin(self) -> None: ...
 
     @abstractmethod

@@ -159,6 +159,12 @@ class TransactionalPipeline(PipelineLoop):
             self.stats.dead_lettered[reason] += count
             self._metrics.dead_lettered(reason, count)
 
+    def _start(self) -> None:
+        try:
+            self._sink.prepare()
+        except (BrokerUnavailable, TransactionAborted) as error:
+            log.warning("cannot claim the transactional id yet (the first transaction will): %s", error)
+
     def _finish(self) -> None:
         """Nothing is ever in flight between batches: each one committed or aborted before the next poll."""
 

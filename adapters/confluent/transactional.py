@@ -130,11 +130,20 @@ class ConfluentTransactionalSink(TransactionalSink):
             return BrokerUnavailable(error.str())
         return TransactionAborted(error.str())
 
-    def begin(self) -> None:
+    def prepare(self) -> None:
+        if self._ready:
+            return
         try:
-            if not self._ready:
-                _guarded(self._producer.init_transactions, _TIMEOUT_S)  # fences any earlier instance with our id
-                self._ready = True
+            _guarded(self._producer.init_transactions, _TIMEOUT_S)  # fences any earlier instance with our id
+        except KafkaException as exception:
+            raise self._failure(exception) from None
+        except _Wedged as wedged:
+            raise self._replace_wedged_producer(str(wedged)) from None
+        self._ready = True
+
+    def begin(self) -> None:
+        self.prepare()
+        try:
             self._producer.begin_transaction()
             self._open = True
         except KafkaException as exception:

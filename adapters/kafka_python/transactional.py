@@ -152,21 +152,31 @@ class KafkaPythonTransactionalSink(TransactionalSink):
 
     # -- TransactionalSink -----------------------------------------------------------------------
 
-    def begin(self) -> None:
+    def prepare(self) -> None:
         if self._producer is None:
             self._producer = create_producer(self._config)
             self._deliveries = Deliveries(self._producer, *self._capacity, transactional=True)
+        if self._ready:
+            return
         try:
-            if not self._ready:
-                self._producer.init_transactions()  # fences any earlier instance with our id; max_block_ms bounds it
-                self._ready = True
-            self._producer.begin_transaction()
-            assert self._deliveries is not None
-            self._deliveries.start()
+            self._producer.init_transactions()  # fences any earlier instance with our id; max_block_ms bounds it
         except KafkaTimeoutError as error:
             # The broker did not answer in time; kafka-python may have dropped the request, so start afresh.
             self._discard()
             raise BrokerUnavailable(f"broker unavailable: cannot initialise transactions: {error}") from None
+        except KafkaError as error:
+            raise self._failure(error) from None
+        self._ready = True
+
+    def begin(self) -> None:
+        self.prepare()
+        try:
+            self._producer.begin_transaction()
+            assert self._deliveries is not None
+            self._deliveries.start()
+        except KafkaTimeoutError as error:
+            self._discard()  # as in prepare: start afresh
+            raise BrokerUnavailable(f"broker unavailable: cannot begin a transaction: {error}") from None
         except KafkaError as error:
             raise self._failure(error) from None
         self._open = True

@@ -19,6 +19,10 @@ class InMemoryTransactionalSink(TransactionalSink):
         self._pending: list[_Pending] | None = None
         self.committed_transactions = 0
         self.aborted_transactions = 0
+        self.prepared = 0
+
+    def prepare(self) -> None:
+        self.prepared += 1  # nothing to fence in memory; counted so tests see the pipeline claim its id first
 
     def begin(self) -> None:
         if self._pending is not None:

@@ -101,3 +101,25 @@ def test_max_messages_and_restart_resume_after_the_committed_transaction() -> No
     second, _ = make(broker, transaction_size=40)
     assert second.run(idle_timeout_s=0.05).consumed == 180
     assert len(broker.records(OUT)) + len(broker.records(DLQ)) == 300
+
+
+def test_the_transactional_id_is_claimed_before_the_first_poll() -> None:
+    """A crashed predecessor's open transaction must be fenced at start, not once records arrive."""
+    broker = broker_with(0, partitions=1)
+    pipeline, sink = make(broker)
+    order: list[str] = []
+    prepare, subscribe = sink.prepare, pipeline._source.subscribe
+
+    def recorded_prepare() -> None:
+        order.append("prepare")
+        prepare()
+
+    def recorded_subscribe(*args: Any) -> None:
+        order.append("subscribe")
+        subscribe(*args)
+
+    sink.prepare = recorded_prepare  # type: ignore[method-assign]
+    pipeline._source.subscribe = recorded_subscribe  # type: ignore[method-assign,assignment]
+    pipeline.run(idle_timeout_s=0.05)
+    assert order == ["prepare", "subscribe"]
+    assert sink.committed_transactions == 0  # no record came, yet the id was claimed
