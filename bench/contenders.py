@@ -59,7 +59,7 @@ FULL: tuple[Contender, ...] = (
     _project("confluent", "exactly-once", 2),
     _project("kafka-python", "at-least-once", 1),
     _project("kafka-python", "at-least-once", 2),
-    _project("kafka-python", "exactly-once", 1),  # reported as not supported if the service refuses it at start
+    _project("kafka-python", "exactly-once", 1),
     QUIX,
     FASTSTREAM,
 )

@@ -110,7 +110,7 @@ class _RebalanceBridge(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_lost(self, lost: set[KafkaTopicPartition]) -> None:
         if lost:
             log.warning("partitions lost (session expired?): %s; their next owner re-reads them", _ours(lost))
-            await self._run(self._listener.on_revoked, _ours(lost))
+            await self._run(self._listener.on_lost, _ours(lost))
 
     def _run(self, call: Callable[[list[TopicPartition]], None], partitions: list[TopicPartition]) -> Future:
         done = Future()
