@@ -42,8 +42,8 @@ LOCAL_DIR = REPO / ".cache" / "kafka" / "bench-data"
 PARTITIONS = 4
 ADMIN_TIMEOUT_S = 30.0
 
-# The preload and the offered load are written uncompressed: kafka-python reads LZ4 only with the optional
-# ``lz4`` package, which the project does not install, and the input format must not favour one client.
+# The preload and the offered load are written uncompressed, so that decompressing the input (pure-Python
+# glue around the codec in kafka-python, C in librdkafka) does not weigh on one client more than the other.
 _LOAD_PRODUCER = {
     "acks": "all",
     "enable.idempotence": True,
