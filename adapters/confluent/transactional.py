@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from application.ports import DeliveryCallback, TransactionalSink
 log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 15.0
+_ABORT_STEP_S = 1.0  # abort_transaction's timeout per try; deliveries are served between tries
 _WATCHDOG_GRACE_S = 5.0
 _COMMIT_ATTEMPTS = 3
 _FENCED = {KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED}
@@ -185,16 +187,29 @@ class ConfluentTransactionalSink(TransactionalSink):
                 raise self._failure(exception) from None
 
     def abort(self) -> None:
+        """Abort, serving delivery reports meanwhile; a producer that cannot abort is replaced.
+
+        librdkafka's abort waits until every queued record has had its delivery report served, and
+        only ``poll`` serves them. Aborting without polling timed out with records remaining, and
+        left the producer refusing everything ("abort_transaction already in progress") for good.
+        """
         if not self._open:
             return
-        try:
-            _guarded(self._producer.abort_transaction, _TIMEOUT_S)
-        except KafkaException as exception:
-            raise self._failure(exception) from None
-        except _Wedged as wedged:
-            raise self._replace_wedged_producer(str(wedged)) from None
-        finally:
-            self._open = False
+        self._open = False
+        deadline = time.monotonic() + _TIMEOUT_S
+        while True:
+            self._producer.poll(0)  # the reports run our callbacks, on this thread, as the port promises
+            try:
+                _guarded(self._producer.abort_transaction, _ABORT_STEP_S)
+                return
+            except KafkaException as exception:
+                error: KafkaError = exception.args[0]
+                if error.fatal() or not error.retriable() or time.monotonic() >= deadline:
+                    if error.fatal() and error.code() in _FENCED:
+                        raise self._failure(exception) from None
+                    raise self._replace_producer(f"abort failed: {error.str()}") from None
+            except _Wedged as wedged:
+                raise self._replace_wedged_producer(str(wedged)) from None
 
     def close(self) -> None:
         """Never raises: closing must not mask the error that made us close."""
