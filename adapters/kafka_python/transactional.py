@@ -223,7 +223,7 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         A fresh producer's init_transactions first finishes it on the broker (commits it if the commit
         request got there, aborts it otherwise); the group's committed offsets then tell which it was.
         """
-        log.warning("%s: finding out whether the transaction committed, with a fresh producer", cause)
+        log.warning("broker unavailable or unresponsive (%s): finding out whether the transaction committed", cause)
         self._open = False
         self._discard()
         group_id = getattr(group_metadata, "group_id", group_metadata)
