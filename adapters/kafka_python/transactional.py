@@ -63,6 +63,8 @@ _GROUP_MOVED = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError,
 _UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError)
 _ABORT_TIMEOUT_S = 10.0
 _SETTLE_PAUSE_S = 1.0
+# A transactional call this slow is waiting for a broker: say so then, not only once it gives up.
+_SLOW_CALL_S = 5.0
 
 
 class _Stuck(Exception):
@@ -81,6 +83,7 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         timeout_s: float = 30.0,
         flush_timeout_s: float = 10.0,
         settle_timeout_s: float = 120.0,
+        slow_call_s: float = _SLOW_CALL_S,
         queue_capacity: int = 100_000,
         queue_bytes: int = 64 * 1024 * 1024,
     ) -> None:
@@ -107,6 +110,7 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         self._timeout_s = timeout_s
         self._flush_timeout_s = flush_timeout_s
         self._settle_timeout_s = settle_timeout_s
+        self._slow_call_s = slow_call_s
         self._capacity = (queue_capacity, queue_bytes)
         self._ready = False
         self._open = False
@@ -130,7 +134,12 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         return TransactionAborted(str(error))
 
     def _bounded(self, what: str, call: Callable[[], T], timeout_s: float | None = None) -> T:
-        """``call()`` on a helper thread, waiting at most ``timeout_s`` (see the module docstring)."""
+        """``call()`` on a helper thread, waiting at most ``timeout_s`` (see the module docstring).
+
+        A call still waiting after ``slow_call_s`` is reported then: an outage shorter than the
+        timeout would otherwise pass without a word from us while the pipeline stands still.
+        """
+        limit = self._timeout_s if timeout_s is None else timeout_s
         outcome: list[Any] = []
 
         def run() -> None:
@@ -140,10 +149,19 @@ class KafkaPythonTransactionalSink(TransactionalSink):
                 outcome.append((False, error))
 
         helper = threading.Thread(target=run, name=f"kafka-python-{what}", daemon=True)
+        started = time.monotonic()
         helper.start()
-        helper.join(self._timeout_s if timeout_s is None else timeout_s)
+        helper.join(min(limit, self._slow_call_s))
+        if not outcome and limit > self._slow_call_s:
+            log.warning(
+                "broker unavailable or unresponsive: %s has waited %gs for Kafka (gives up after %gs)",
+                what, self._slow_call_s, limit,
+            )  # fmt: skip
+            helper.join(limit - self._slow_call_s)
+            if outcome:
+                log.info("%s completed after %.1fs", what, time.monotonic() - started)
         if not outcome:
-            raise _Stuck(f"{what} did not complete within {self._timeout_s if timeout_s is None else timeout_s:g}s")
+            raise _Stuck(f"{what} did not complete within {limit:g}s")
         succeeded, value = outcome[0]
         if not succeeded:
             raise value

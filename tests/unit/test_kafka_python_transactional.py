@@ -1,0 +1,67 @@
+"""kafka-python exactly-once: a transactional call waiting on an absent broker is reported while it waits."""
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.kafka_connection import KafkaConnection
+from adapters.kafka_python.transactional import KafkaPythonTransactionalSink, _Stuck
+
+
+@pytest.fixture
+def sink() -> Iterator[KafkaPythonTransactionalSink]:
+    # No I/O until the first transactional call: nothing listens on port 1, and nothing needs to.
+    created = KafkaPythonTransactionalSink(KafkaConnection("127.0.0.1:1"), "unit-test", timeout_s=2.0, slow_call_s=0.05)
+    yield created
+    created.close()
+
+
+def test_a_slow_call_is_reported_while_it_waits_then_its_result_returned(
+    sink: KafkaPythonTransactionalSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+    seen_warning_while_waiting: list[bool] = []
+
+    def commit() -> str:
+        release.wait(1.0)
+        return "committed"
+
+    def watch() -> None:
+        # The warning must appear before the call returns, not only afterwards.
+        for _ in range(100):
+            if any("broker unavailable or unresponsive" in r.getMessage() for r in caplog.records):
+                seen_warning_while_waiting.append(True)
+                break
+            time.sleep(0.01)
+        release.set()
+
+    caplog.set_level(logging.INFO, logger="adapters.kafka_python.transactional")
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    assert sink._bounded("commit", commit) == "committed"
+    watcher.join()
+    assert seen_warning_while_waiting == [True]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("commit has waited 0.05s for Kafka (gives up after 2s)" in m for m in warnings)
+    assert any(m.startswith("commit completed after") for m in infos)
+
+
+def test_a_quick_call_logs_nothing(sink: KafkaPythonTransactionalSink, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="adapters.kafka_python.transactional")
+    sink._slow_call_s = 1.0
+    assert sink._bounded("commit", lambda: 42) == 42
+    assert caplog.records == []
+
+
+def test_a_call_that_never_returns_gives_up_at_the_timeout(
+    sink: KafkaPythonTransactionalSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    never = threading.Event()
+    with pytest.raises(_Stuck, match=r"abort did not complete within 0\.2s"):
+        sink._bounded("abort", lambda: never.wait(5.0), timeout_s=0.2)
+    assert any("abort has waited" in r.getMessage() for r in caplog.records)
+    never.set()
