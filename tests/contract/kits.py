@@ -72,7 +72,9 @@ class AdapterKit(ABC):
         records: list[ConsumedRecord] = []
         deadline = time.monotonic() + timeout_s
         try:
-            while len(records) < expected and time.monotonic() < deadline:
+            # Quiet means nothing to read only once the reader owns the partitions: with none assigned yet,
+            # an empty poll says nothing, and reading "at least 0 records" would pass without looking.
+            while (len(records) < expected or not recorder.assigned) and time.monotonic() < deadline:
                 records.extend(source.poll_batch(500, 0.2))
             # Anything beyond what was expected (duplicates, or more dead letters than invalid inputs)?
             # Read on until the topic stays quiet for quiet_s: a fixed window missed some with slow clients.

@@ -76,8 +76,13 @@ class Outcome:
     reasons: Counter[str]
 
     @classmethod
-    def read(cls, kit: AdapterKit, topics: Topics, dataset: Dataset) -> Outcome:
-        valid = len(dataset.valid_by_user)
+    def read(cls, kit: AdapterKit, topics: Topics, dataset: Dataset, *, outputs_expected: int | None = None) -> Outcome:
+        """Both topics, read on past the expected counts until quiet (see ``read_all``).
+
+        ``outputs_expected`` overrides the number of valid inputs, for a test whose outputs all go to
+        the DLQ instead; the DLQ is then expected to hold the rest.
+        """
+        valid = len(dataset.valid_by_user) if outputs_expected is None else outputs_expected
         outputs = kit.read_all(topics.output, valid, timeout_s=120)
         letters = kit.read_all(topics.dlq, len(dataset.values) - valid, timeout_s=120)
         reasons: Counter[str] = Counter()
