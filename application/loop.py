@@ -173,6 +173,8 @@ class PipelineLoop(ABC):
     def _broker_up(self, failures: int) -> None:
         if failures:
             log.info("broker reachable again after %d failed attempt(s)", failures)
+            # An outage is not idleness: the idle timeout counts from the recovery, not the last record.
+            self._last_activity = self._clock.monotonic()
         self.health.broker_available = True
         self.health.last_error = ""
 

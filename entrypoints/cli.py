@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-messages", type=_positive_int, metavar="N", help="stop once N records are done and committed"
     )
     run.add_argument(
-        "--idle-timeout", type=_non_negative_float, metavar="SECONDS", help="stop after this long with no new record"
+        "--idle-timeout",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="stop after this long with no new record (a broker outage does not count)",
     )
     run.add_argument("--ensure-topics", action="store_true", help="create missing topics at start")
     run.add_argument(

@@ -11,6 +11,7 @@ import pytest
 from adapters.generator import LoginGenerator
 from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
 from application import dead_letter
+from application.errors import BrokerUnavailable
 from application.messages import TopicPartition, header_value
 from application.pipeline import Pipeline
 from application.ports import Metrics
@@ -276,3 +277,36 @@ def test_restart_resumes_exactly_after_the_last_commit(partitions: int) -> None:
     make_pipeline(broker, batch_size=10).run(idle_timeout_s=0.05)
     users = [json.loads(r.value or b"")["user_id"] for r in broker.records(OUT)]
     assert sorted(users) == sorted(f"u{n}" for n in range(60))
+
+
+class _OutageSource(InMemorySource):
+    """Delivers the first batch, is unreachable for ``outage_s``, then polls empty once (a group rejoin)."""
+
+    def __init__(self, broker: InMemoryBroker, group: str, outage_s: float) -> None:
+        super().__init__(broker, group)
+        self._outage_s = outage_s
+        self._down_since: float | None = None
+        self._rejoined = False
+
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Any]:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            return super().poll_batch(max_records, timeout_s)
+        if time.monotonic() - self._down_since < self._outage_s:
+            raise BrokerUnavailable("cannot reach Kafka at memory: simulated outage")
+        if not self._rejoined:
+            self._rejoined = True
+            return []
+        return super().poll_batch(max_records, timeout_s)
+
+
+def test_an_outage_longer_than_the_idle_timeout_does_not_stop_the_run_early() -> None:
+    broker = make_broker()
+    for n in range(100):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u-{n}"}).encode())
+    pipeline = Pipeline(
+        _OutageSource(broker, "g", outage_s=0.4), InMemorySink(broker), LoginEventProcessor(), settings(batch_size=10)
+    )
+    stats = pipeline.run(idle_timeout_s=0.2)
+    assert stats.consumed == 100
+    assert committed(broker) == end_offsets(broker)
