@@ -100,9 +100,9 @@ class BrokerHandle:
         """True if :meth:`stop_broker` / :meth:`start_broker` work (kafka-local brokers)."""
         return self._kafka_local_env is not None
 
-    def stop_broker(self) -> None:
-        """Stop the broker, keeping its data (for broker-restart fault tests)."""
-        _run_kafka_local(["stop"], self._require_restartable())
+    def stop_broker(self, *, crash: bool = False) -> None:
+        """Stop the broker, keeping its data (for broker-restart fault tests); ``crash`` kills it at once."""
+        _run_kafka_local(["stop", "--crash"] if crash else ["stop"], self._require_restartable())
 
     def start_broker(self) -> None:
         """Start the broker again after :meth:`stop_broker`; returns once it serves requests."""
