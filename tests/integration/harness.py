@@ -18,14 +18,10 @@ from pathlib import Path
 
 from adapters.generator import LoginGenerator
 from application import dead_letter
-from tests.contract.kits import AdapterKit, ConfluentKit, KafkaPythonKit
+from tests.contract.kits import AdapterKit
 
 ROOT = Path(__file__).resolve().parents[2]
 _CONSUMED = re.compile(r"^pipeline_records_consumed_total ([0-9.e+]+)$", re.M)
-
-
-def kit_for(client: str, bootstrap: str) -> AdapterKit:
-    return ConfluentKit(bootstrap) if client == "confluent" else KafkaPythonKit(bootstrap)
 
 
 def free_port() -> int:

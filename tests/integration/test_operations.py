@@ -19,7 +19,8 @@ from application import dead_letter
 from application.messages import header_value
 from domain.outcomes import Processed, Rejected
 from domain.processing import LoginEventProcessor
-from tests.integration.harness import ROOT, Dataset, Service, Topics, kit_for
+from tests.contract.kits import ConfluentKit
+from tests.integration.harness import ROOT, Dataset, Service, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def metric(text: str, name: str, labels: str = "") -> float:
 
 
 def test_generator_publishes_the_requested_defect_ratio(kafka_bootstrap: str) -> None:
-    kit = kit_for("confluent", kafka_bootstrap)
+    kit = ConfluentKit(kafka_bootstrap)
     topic = kit.topic(4)
     result = cli(
         kafka_bootstrap, "produce", "--count", "5000", "--invalid-ratio", "0.2", "--seed", "3", "--topic", topic
@@ -76,7 +77,7 @@ def test_generator_publishes_the_requested_defect_ratio(kafka_bootstrap: str) ->
 
 
 def test_generator_rate_is_smooth(kafka_bootstrap: str) -> None:
-    kit = kit_for("confluent", kafka_bootstrap)
+    kit = ConfluentKit(kafka_bootstrap)
     topic = kit.topic(1)
     started = time.monotonic()
     result = cli(kafka_bootstrap, "produce", "--count", "600", "--rate", "300", "--topic", topic)
@@ -89,7 +90,7 @@ def test_generator_rate_is_smooth(kafka_bootstrap: str) -> None:
 
 
 def test_metrics_and_health_tell_the_truth_while_running(kafka_bootstrap: str) -> None:
-    kit = kit_for("confluent", kafka_bootstrap)
+    kit = ConfluentKit(kafka_bootstrap)
     topics = Topics.create(kit)
     dataset = Dataset.produce(kit, topics.input, 3000, seed=31)
     service = Service(kafka_bootstrap, "confluent", topics)
@@ -126,7 +127,7 @@ def test_metrics_and_health_tell_the_truth_while_running(kafka_bootstrap: str) -
 
 
 def test_dlq_inspect_counts_and_replay_resumes_without_double_sending(kafka_bootstrap: str) -> None:
-    kit = kit_for("confluent", kafka_bootstrap)
+    kit = ConfluentKit(kafka_bootstrap)
     topics = Topics.create(kit)
     dataset = Dataset.produce(kit, topics.input, 20_000, seed=32)
     env = {"INPUT_TOPIC": topics.input, "OUTPUT_TOPIC": topics.output, "DLQ_TOPIC": topics.dlq,
