@@ -81,6 +81,23 @@ def create_producer(config: dict[str, Any]) -> Any:
     return producer
 
 
+def close_producer(producer: Any, timeout_s: float = 1.0) -> None:
+    """Close, stopping the producer's I/O thread even when records are still unsent.
+
+    kafka-python 3.0.12's ``close`` flushes first and raises KafkaTimeoutError there, before it reaches
+    its own force-close, so a producer with unsent records kept its sender thread running. A transactional
+    one left like that woke up when the broker came back, bumped its epoch and fenced its replacement.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaTimeoutError:
+        sender = getattr(producer, "_sender", None)  # kafka-python internals: no public force-close
+        if sender is None:
+            raise
+        sender.force_close()  # fails the unsent records and stops the thread after its current step
+        sender.join(timeout_s)
+
+
 def delivery_error(error: BaseException, *, collateral: bool = False) -> DeliveryError:
     retriable = collateral or bool(getattr(error, "retriable", False))
     return DeliveryError(str(error) or type(error).__name__, retriable=retriable, collateral=collateral)
@@ -308,6 +325,6 @@ class KafkaPythonSink(MessageSink):
                 self._deliveries.pending,
             )
         try:
-            self._producer.close(timeout=1.0)
+            close_producer(self._producer)
         except KafkaError as error:
             log.warning("producer close: %s", error)

@@ -48,7 +48,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_python.config import KafkaConnection, client_config
-from adapters.kafka_python.sink import PRODUCER_DEFAULTS, Deliveries, create_producer
+from adapters.kafka_python.sink import PRODUCER_DEFAULTS, Deliveries, close_producer, create_producer
 from application.errors import BrokerUnavailable, CommitFailed, FatalBrokerError, SinkFull, TransactionAborted
 from application.messages import Headers, TopicPartition
 from application.ports import DeliveryCallback, TransactionalSink
@@ -313,6 +313,6 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         self._ready = self._open = False
         if producer is not None:
             try:
-                self._bounded("close", lambda: producer.close(timeout=1.0), timeout_s=_ABORT_TIMEOUT_S)
+                self._bounded("close", lambda: close_producer(producer), timeout_s=_ABORT_TIMEOUT_S)
             except (KafkaError, _Stuck) as error:
                 log.warning("transactional producer close: %s", error)

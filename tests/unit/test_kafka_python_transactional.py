@@ -1,4 +1,4 @@
-"""kafka-python exactly-once: a transactional call waiting on an absent broker is reported while it waits."""
+"""kafka-python exactly-once: calls waiting on an absent broker are reported; a discarded producer stops."""
 
 import logging
 import threading
@@ -6,8 +6,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from adapters.kafka_connection import KafkaConnection
+from adapters.kafka_python.sink import close_producer
 from adapters.kafka_python.transactional import KafkaPythonTransactionalSink, _Stuck
 
 
@@ -65,3 +67,34 @@ def test_a_call_that_never_returns_gives_up_at_the_timeout(
         sink._bounded("abort", lambda: never.wait(5.0), timeout_s=0.2)
     assert any("abort has waited" in r.getMessage() for r in caplog.records)
     never.set()
+
+
+class _SenderStuckRetrying(threading.Thread):
+    """Stands in for kafka-python's sender thread, retrying unsent records until force-closed."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self._forced = threading.Event()
+
+    def run(self) -> None:
+        self._forced.wait(10.0)
+
+    def force_close(self) -> None:
+        self._forced.set()
+
+
+class _ProducerWithUnsentRecords:
+    """kafka-python 3.0.12's close with unsent records: its flush times out before any force-close."""
+
+    def __init__(self) -> None:
+        self._sender = _SenderStuckRetrying()
+        self._sender.start()
+
+    def close(self, timeout: float) -> None:
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+
+def test_closing_a_producer_with_unsent_records_stops_its_io_thread() -> None:
+    producer = _ProducerWithUnsentRecords()
+    close_producer(producer, timeout_s=1.0)
+    assert not producer._sender.is_alive()
