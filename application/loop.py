@@ -145,7 +145,7 @@ class PipelineLoop(ABC):
                 if records:
                     self._last_activity = now
                     self._handle(records)
-                elif idle_timeout_s is not None and now - self._last_activity >= idle_timeout_s and self._idle():
+                elif idle_timeout_s is not None and self._idle_for(idle_timeout_s, now):
                     log.info("no record for %.1fs: stopping", idle_timeout_s)
                     break
                 self._after_poll()
@@ -160,6 +160,24 @@ class PipelineLoop(ABC):
                 self.stats.consumed, self.stats.processed, sum(self.stats.dead_lettered.values()), self.stats.commits,
             )  # fmt: skip
         return self.stats
+
+    def _idle_for(self, idle_timeout_s: float, now: float) -> bool:
+        """No record for ``idle_timeout_s``, nothing in flight, and every partition readable.
+
+        Silence from a partition that cannot be read yet says nothing: wait another idle period then.
+        """
+        if now - self._last_activity < idle_timeout_s or not self._idle():
+            return False
+        unreadable = self._source.unreadable()
+        if not unreadable:
+            return True
+        log.warning(
+            "no record for %.1fs, but %s cannot be read yet (a pending transaction, perhaps a stopped "
+            "instance's, holds their committed offsets until the broker's transaction timeout): waiting",
+            idle_timeout_s, describe(unreadable),
+        )  # fmt: skip
+        self._last_activity = self._clock.monotonic()
+        return False
 
     def _broker_down(self, error: BrokerUnavailable, failures: int) -> None:
         if self.health.broker_available or failures == 1:

@@ -53,6 +53,15 @@ class MessageSource(ABC):
         """Records between this member's position and each assigned partition's end, where known."""
         return {}
 
+    def unreadable(self) -> list[TopicPartition]:
+        """Assigned partitions whose start offset is not known yet, so nothing can be read from them.
+
+        A read-committed member gets no committed offset while a transaction that committed one is
+        still open: a crashed exactly-once instance's, until the broker aborts it at its transaction
+        timeout. "No record for a while" says nothing about such partitions.
+        """
+        return []
+
     def group_metadata(self) -> object:
         """The group's identity for a transactional offset commit (exactly-once mode only)."""
         raise UnsupportedOperation(f"{type(self).__name__} cannot take part in transactions")

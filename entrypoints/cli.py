@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=_non_negative_float,
         metavar="SECONDS",
-        help="stop after this long with no new record (a broker outage does not count)",
+        help="stop after this long with no new record (an outage, or partitions not readable yet, does not count)",
     )
     run.add_argument("--ensure-topics", action="store_true", help="create missing topics at start")
     run.add_argument(

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 _PROBE_INTERVAL_S = 1.0
 _PROBE_TIMEOUT_S = 2.0
+# How long to wait for a committed offset before calling its partition unreadable for now.
+_COMMITTED_QUERY_TIMEOUT_S = 5.0
 # Errors meaning "this member no longer owns the partition": the next owner re-reads from the last commit.
 _OWNERSHIP_LOST = {
     KafkaError.ILLEGAL_GENERATION,
@@ -191,6 +193,23 @@ class ConfluentSource(MessageSource):
         except KafkaException:
             return {}
         return lags
+
+    def unreadable(self) -> list[TopicPartition]:
+        """librdkafka knows a position only once it has handed out a record, so ask for the rest's start.
+
+        Its committed-offset query, like the fetcher's, waits while a transaction holds the offset back.
+        """
+        try:
+            unread = [p for p in self._consumer.position(self._consumer.assignment()) if p.offset < 0]
+        except KafkaException:  # local state only: not expected, and nothing to say about partitions then
+            return []
+        if not unread:
+            return []
+        try:
+            found = self._consumer.committed(unread, _COMMITTED_QUERY_TIMEOUT_S)
+        except KafkaException:
+            return _ours(unread)
+        return _ours([p for p in found if p.error is not None])
 
     def close(self) -> None:
         try:

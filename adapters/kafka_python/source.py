@@ -319,6 +319,15 @@ class KafkaPythonSource(MessageSource):
             return {}
         return lags
 
+    def unreadable(self) -> list[TopicPartition]:
+        """Partitions whose position is still unknown: kafka-python retries the offset fetch meanwhile."""
+        assigned = sorted(self._consumer.assignment())
+        try:
+            unknown = [partition for partition in assigned if self._consumer.position(partition, timeout_ms=0) is None]
+        except (KafkaError, ValueError):  # cannot tell: do not call any of them readable
+            unknown = assigned
+        return [TopicPartition(partition.topic, partition.partition) for partition in unknown]
+
     def close(self) -> None:
         """Revokes through the listener (so it can commit), leaves the group, stops the I/O thread."""
         if self._closed:

@@ -310,3 +310,36 @@ def test_an_outage_longer_than_the_idle_timeout_does_not_stop_the_run_early() ->
     stats = pipeline.run(idle_timeout_s=0.2)
     assert stats.consumed == 100
     assert committed(broker) == end_offsets(broker)
+
+
+class _HeldBackSource(InMemorySource):
+    """Its partitions stay unreadable for ``held_s`` (a pending transaction holds their committed offsets)."""
+
+    def __init__(self, broker: InMemoryBroker, group: str, held_s: float) -> None:
+        super().__init__(broker, group)
+        self._readable_at = time.monotonic() + held_s
+
+    def _held(self) -> bool:
+        return time.monotonic() < self._readable_at
+
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Any]:
+        if self._held():
+            super().poll_batch(0, 0.0)  # joins the group, delivers nothing
+            time.sleep(min(timeout_s, 0.01))
+            return []
+        return super().poll_batch(max_records, timeout_s)
+
+    def unreadable(self) -> list[TopicPartition]:
+        return self.assignment if self._held() else []
+
+
+def test_the_idle_timeout_waits_for_partitions_that_cannot_be_read_yet() -> None:
+    broker = make_broker()
+    for n in range(100):
+        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u-{n}"}).encode())
+    pipeline = Pipeline(
+        _HeldBackSource(broker, "g", held_s=0.5), InMemorySink(broker), LoginEventProcessor(), settings(batch_size=10)
+    )
+    stats = pipeline.run(idle_timeout_s=0.1)
+    assert stats.consumed == 100
+    assert committed(broker) == end_offsets(broker)
