@@ -4,6 +4,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -300,16 +301,19 @@ class _OutageSource(InMemorySource):
         return super().poll_batch(max_records, timeout_s)
 
 
-def test_an_outage_longer_than_the_idle_timeout_does_not_stop_the_run_early() -> None:
+def _run_until_idle(source_type: Callable[[InMemoryBroker], InMemorySource], idle_timeout_s: float) -> None:
+    """100 valid records through a pipeline reading with ``source_type``: all must be done before it stops."""
     broker = make_broker()
     for n in range(100):
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u-{n}"}).encode())
-    pipeline = Pipeline(
-        _OutageSource(broker, "g", outage_s=0.4), InMemorySink(broker), LoginEventProcessor(), settings(batch_size=10)
-    )
-    stats = pipeline.run(idle_timeout_s=0.2)
+    pipeline = Pipeline(source_type(broker), InMemorySink(broker), LoginEventProcessor(), settings(batch_size=10))
+    stats = pipeline.run(idle_timeout_s=idle_timeout_s)
     assert stats.consumed == 100
     assert committed(broker) == end_offsets(broker)
+
+
+def test_an_outage_longer_than_the_idle_timeout_does_not_stop_the_run_early() -> None:
+    _run_until_idle(lambda broker: _OutageSource(broker, "g", outage_s=0.4), idle_timeout_s=0.2)
 
 
 class _HeldBackSource(InMemorySource):
@@ -334,12 +338,4 @@ class _HeldBackSource(InMemorySource):
 
 
 def test_the_idle_timeout_waits_for_partitions_that_cannot_be_read_yet() -> None:
-    broker = make_broker()
-    for n in range(100):
-        broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u-{n}"}).encode())
-    pipeline = Pipeline(
-        _HeldBackSource(broker, "g", held_s=0.5), InMemorySink(broker), LoginEventProcessor(), settings(batch_size=10)
-    )
-    stats = pipeline.run(idle_timeout_s=0.1)
-    assert stats.consumed == 100
-    assert committed(broker) == end_offsets(broker)
+    _run_until_idle(lambda broker: _HeldBackSource(broker, "g", held_s=0.5), idle_timeout_s=0.1)
