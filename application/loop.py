@@ -55,6 +55,7 @@ class PipelineLoop(ABC):
         self._assigned: set[TopicPartition] = set()
         self._stop = threading.Event()
         self._last_activity = self._clock.monotonic()  # last record or assignment: the idle clock's start
+        self._partitions_were_unreadable = False  # at the last idle check
         self._last_lag_report = 0.0
 
     # -- hooks ------------------------------------------------------------------------------
@@ -162,20 +163,23 @@ class PipelineLoop(ABC):
         return self.stats
 
     def _idle_for(self, idle_timeout_s: float, now: float) -> bool:
-        """No record for ``idle_timeout_s``, nothing in flight, and every partition readable.
+        """No record for ``idle_timeout_s``, nothing in flight, and every partition readable all along.
 
-        Silence from a partition that cannot be read yet says nothing: wait another idle period then.
+        Silence from a partition that cannot be read yet says nothing, so the idle clock restarts then,
+        and once more when it turns readable: a partition that just did may not have been fetched yet.
         """
         if now - self._last_activity < idle_timeout_s or not self._idle():
             return False
         unreadable = self._source.unreadable()
-        if not unreadable:
+        if not unreadable and not self._partitions_were_unreadable:
             return True
-        log.warning(
-            "no record for %.1fs, but %s cannot be read yet (a pending transaction, perhaps a stopped "
-            "instance's, holds their committed offsets until the broker's transaction timeout): waiting",
-            idle_timeout_s, describe(unreadable),
-        )  # fmt: skip
+        if unreadable:
+            log.warning(
+                "no record for %.1fs, but %s cannot be read yet (a pending transaction, perhaps a stopped "
+                "instance's, holds their committed offsets until the broker's transaction timeout): waiting",
+                idle_timeout_s, describe(unreadable),
+            )  # fmt: skip
+        self._partitions_were_unreadable = bool(unreadable)
         self._last_activity = self._clock.monotonic()
         return False
 

@@ -317,25 +317,31 @@ def test_an_outage_longer_than_the_idle_timeout_does_not_stop_the_run_early() ->
 
 
 class _HeldBackSource(InMemorySource):
-    """Its partitions stay unreadable for ``held_s`` (a pending transaction holds their committed offsets)."""
+    """Unreadable at the first ``held_checks`` idle checks (a pending transaction holds its offsets back).
 
-    def __init__(self, broker: InMemoryBroker, group: str, held_s: float) -> None:
+    Records flow only after a check found it readable, as a fetch starts only once its offset is known:
+    the loop must then give it a whole idle period, not stop at that very check.
+    """
+
+    def __init__(self, broker: InMemoryBroker, group: str, held_checks: int) -> None:
         super().__init__(broker, group)
-        self._readable_at = time.monotonic() + held_s
-
-    def _held(self) -> bool:
-        return time.monotonic() < self._readable_at
+        self._held_checks = held_checks
+        self._readable = False
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Any]:
-        if self._held():
+        if not self._readable:
             super().poll_batch(0, 0.0)  # joins the group, delivers nothing
             time.sleep(min(timeout_s, 0.01))
             return []
         return super().poll_batch(max_records, timeout_s)
 
     def unreadable(self) -> list[TopicPartition]:
-        return self.assignment if self._held() else []
+        if self._held_checks:
+            self._held_checks -= 1
+            return self.assignment
+        self._readable = True
+        return []
 
 
 def test_the_idle_timeout_waits_for_partitions_that_cannot_be_read_yet() -> None:
-    _run_until_idle(lambda broker: _HeldBackSource(broker, "g", held_s=0.5), idle_timeout_s=0.1)
+    _run_until_idle(lambda broker: _HeldBackSource(broker, "g", held_checks=2), idle_timeout_s=0.05)
