@@ -73,7 +73,20 @@ def test_broker_down_for_ten_seconds_mid_stream(
     # and Kafka 4.4's transaction coordinator then skips a committing transaction's markers ("partitions
     # are likely deleted") yet records it as complete, leaving a hanging transaction. A cluster with
     # replicas moves the leaders instead; one broker with replication factor 1 cannot.
-    kafka_broker.stop_broker(crash=True)
+    if guarantee == "exactly-once":
+        # The same defect strikes when the broker restarts after a crash between a commit's PrepareCommit
+        # and its markers: recovering, the coordinator completes the commit before partition leaders are
+        # known and writes no marker (seen in __transaction_state and the segments), so later markers of
+        # the same producer settle those records, some as committed and some as aborted. A second's
+        # freeze lets any commit in flight finish first; an open transaction, the case under test, stays.
+        service.signal(signal.SIGSTOP)
+        try:
+            time.sleep(1)
+            kafka_broker.stop_broker(crash=True)
+        finally:
+            service.signal(signal.SIGCONT)
+    else:
+        kafka_broker.stop_broker(crash=True)
     try:
         time.sleep(10)
         assert service.process.poll() is None, f"the service exited during the outage:\n{service.output()}"
