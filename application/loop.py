@@ -190,7 +190,7 @@ class PipelineLoop(ABC):
         self.health.last_error = str(error)
         self._serve()
         delay = min(_BROKER_RETRY_CEILING_S, self._settings.retry.base_backoff_s * 2 ** min(failures, 16))
-        self._stop.wait(self._rng.uniform(delay / 2, delay))
+        self._clock.wait(self._stop, self._rng.uniform(delay / 2, delay))
 
     def _broker_up(self, failures: int) -> None:
         if failures:

@@ -152,8 +152,17 @@ class TransactionalSink(ABC):
     def close(self) -> None: ...
 
 
+class Waitable(Protocol):
+    """A ``threading.Event``, or a ``threading.Condition`` whose lock the caller holds."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class Clock:
-    """Wall and monotonic time; tests substitute a fake to make time-based behaviour deterministic."""
+    """Wall and monotonic time, and every wait; tests substitute a fake to make time-based behaviour deterministic.
+
+    Waiting goes through the clock too, so a fake one can let the time pass at once instead of blocking.
+    """
 
     def now(self) -> float:
         return time.time()
@@ -164,6 +173,10 @@ class Clock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, waitable: Waitable, seconds: float) -> bool:
+        """Wait until ``waitable`` is signalled or ``seconds`` pass; True when it was signalled."""
+        return waitable.wait(max(seconds, 0.0))
 
 
 class Metrics:

@@ -83,7 +83,7 @@ class TransactionalPipeline(PipelineLoop):
                 self.stats.consumed -= len(records)
                 return
             self.health.heartbeat()  # retrying is progress: a restart would not help a refusing broker
-            self._stop.wait(self._settings.retry.backoff(attempt, self._rng))
+            self._clock.wait(self._stop, self._settings.retry.backoff(attempt, self._rng))
             self._dead_letter_hopeless(records, routed, attempt)
         self._count(routed)
         self._metrics.batch_processed(self._clock.monotonic() - started, len(records))
@@ -122,7 +122,7 @@ class TransactionalPipeline(PipelineLoop):
                 self._sink.publish(item.topic, item.key, item.value, item.headers, delivered)
                 return
             except SinkFull:
-                self._stop.wait(0.01)
+                self._clock.wait(self._stop, 0.01)
 
     def _dead_letter_hopeless(self, records: list[ConsumedRecord], routed: list[Routed], attempt: int) -> None:
         """Route to the DLQ, for the next attempt, outputs that cannot succeed or have used up their retries."""

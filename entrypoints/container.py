@@ -52,7 +52,9 @@ class Container(containers.DeclarativeContainer):
     policies = providers.Singleton(build_policies, settings.provided.rule_settings.call())
     processor = providers.Singleton(LoginEventProcessor, policies=policies, codec=json_codec)
 
-    memory_broker = providers.Singleton(InMemoryBroker, default_partitions=settings.provided.topic_partitions)
+    memory_broker = providers.Singleton(
+        InMemoryBroker, default_partitions=settings.provided.topic_partitions, clock=clock
+    )
     kafka_connection = providers.Singleton(
         KafkaConnection,
         bootstrap_servers=settings.provided.bootstrap_servers,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from application.errors import CommitFailed
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
+from application.ports import Clock
 
 
 @dataclass(slots=True)
@@ -58,18 +58,20 @@ class UnknownTopic(Exception):
 
 
 class InMemoryBroker:
+    """One simulated cluster with one time: its clients take their clock from it, so a fake one drives them all."""
+
     def __init__(
         self,
         default_partitions: int = 4,
         *,
         auto_create_topics: bool = True,
         session_timeout_s: float = 10.0,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self.default_partitions = default_partitions
         self.auto_create_topics = auto_create_topics
         self.session_timeout_s = session_timeout_s
-        self._monotonic = monotonic
+        self.clock = clock or Clock()
         self._changed = threading.Condition(threading.RLock())
         self._topics: dict[str, list[list[StoredRecord]]] = {}
         self._groups: dict[str, _Group] = {}
@@ -122,7 +124,7 @@ class InMemoryBroker:
                 partition = next(self._round_robin) % len(parts) if key is None else zlib.crc32(key) % len(parts)
             log = parts[partition]
             offset = len(log)
-            stamp = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+            stamp = timestamp_ms if timestamp_ms is not None else int(self.clock.now() * 1000)
             log.append(StoredRecord(offset, key, value, tuple(headers), stamp))
             self._changed.notify_all()
             return partition, offset
@@ -153,7 +155,7 @@ class InMemoryBroker:
 
     def wait_for_change(self, timeout_s: float) -> None:
         with self._changed:
-            self._changed.wait(timeout_s)
+            self.clock.wait(self._changed, timeout_s)
 
     # -- failure injection --------------------------------------------------------------------
 
@@ -187,7 +189,7 @@ class InMemoryBroker:
             group = self._groups.setdefault(group_id, _Group())
             for topic in topics:
                 self._partitions(topic)
-            group.members[member_id] = _Member(tuple(topics), last_seen=self._monotonic())
+            group.members[member_id] = _Member(tuple(topics), last_seen=self.clock.monotonic())
             self._start_rebalance(group)
             return member_id
 
@@ -202,7 +204,7 @@ class InMemoryBroker:
         self._changed.notify_all()
 
     def _evict_silent_members(self, group: _Group) -> None:
-        deadline = self._monotonic() - self.session_timeout_s
+        deadline = self.clock.monotonic() - self.session_timeout_s
         silent = [member_id for member_id, member in group.members.items() if member.last_seen < deadline]
         for member_id in silent:
             del group.members[member_id]
@@ -221,7 +223,7 @@ class InMemoryBroker:
             if group is None or member_id not in group.members:
                 raise CommitFailed(f"{member_id} is no longer a member of group {group_id}")
             member = group.members[member_id]
-            member.last_seen = self._monotonic()
+            member.last_seen = self.clock.monotonic()
             self._evict_silent_members(group)
             generation = group.generation
             if member.delivered_generation == generation:

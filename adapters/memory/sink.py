@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import deque
 
 from adapters.memory.broker import InMemoryBroker, UnknownTopic
@@ -16,6 +15,7 @@ _Queued = tuple[str, bytes | None, bytes | None, Headers, DeliveryCallback, int]
 class InMemorySink(MessageSink):
     def __init__(self, broker: InMemoryBroker, *, queue_capacity: int = 100_000) -> None:
         self._broker = broker
+        self._clock = broker.clock
         self._capacity = queue_capacity
         self._queue: deque[_Queued] = deque()
 
@@ -24,7 +24,7 @@ class InMemorySink(MessageSink):
     ) -> None:
         if len(self._queue) >= self._capacity:
             raise SinkFull(f"{len(self._queue)} records queued")
-        self._queue.append((topic, key, value, headers, on_delivery, int(time.time() * 1000)))
+        self._queue.append((topic, key, value, headers, on_delivery, int(self._clock.now() * 1000)))
 
     def _deliver_queued(self) -> None:
         # Only what was queued before this call: callbacks may queue more (a retry, a dead letter).
@@ -41,12 +41,12 @@ class InMemorySink(MessageSink):
     def poll(self, timeout_s: float) -> None:
         if self._queue:
             self._deliver_queued()
-        elif timeout_s > 0:
-            time.sleep(timeout_s)
+        else:
+            self._clock.sleep(timeout_s)
 
     def flush(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self._queue and time.monotonic() < deadline:
+        deadline = self._clock.monotonic() + timeout_s
+        while self._queue and self._clock.monotonic() < deadline:
             self._deliver_queued()
         return not self._queue
 

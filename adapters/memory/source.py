@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 
 from adapters.memory.broker import InMemoryBroker
@@ -15,6 +14,7 @@ _WAIT_STEP_S = 0.02
 class InMemorySource(MessageSource):
     def __init__(self, broker: InMemoryBroker, group_id: str, *, auto_offset_reset: str = "earliest") -> None:
         self._broker = broker
+        self._clock = broker.clock
         self._group_id = group_id
         self._reset_to_latest = auto_offset_reset == "latest"
         self._member_id: str | None = None
@@ -52,11 +52,11 @@ class InMemorySource(MessageSource):
                 return
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
-        deadline = time.monotonic() + timeout_s
+        deadline = self._clock.monotonic() + timeout_s
         while True:
             self._rebalance()
             records = self._fetch(max_records) if max_records > 0 else []
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock.monotonic()
             if records or remaining <= 0:
                 return records
             self._broker.wait_for_change(min(remaining, _WAIT_STEP_S))

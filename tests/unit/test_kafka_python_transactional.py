@@ -2,7 +2,6 @@
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,31 +20,35 @@ def sink() -> Iterator[KafkaPythonTransactionalSink]:
     created.close()
 
 
+class _SetOnWarning(logging.Handler):
+    """Sets ``event`` when the slow-call warning is logged: the moment the test waits for."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self._event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "broker unavailable or unresponsive" in record.getMessage():
+            self._event.set()
+
+
 def test_a_slow_call_is_reported_while_it_waits_then_its_result_returned(
     sink: KafkaPythonTransactionalSink, caplog: pytest.LogCaptureFixture
 ) -> None:
-    release = threading.Event()
-    seen_warning_while_waiting: list[bool] = []
+    warned = threading.Event()
 
     def commit() -> str:
-        release.wait(1.0)
-        return "committed"
-
-    def watch() -> None:
-        # The warning must appear before the call returns, not only afterwards.
-        for _ in range(100):
-            if any("broker unavailable or unresponsive" in r.getMessage() for r in caplog.records):
-                seen_warning_while_waiting.append(True)
-                break
-            time.sleep(0.01)
-        release.set()
+        # The warning must appear while the call still waits: it is what lets the call return.
+        return "committed" if warned.wait(5.0) else "returned without a warning"
 
     caplog.set_level(logging.INFO, logger="adapters.kafka_python.transactional")
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    assert sink._bounded("commit", commit) == "committed"
-    watcher.join()
-    assert seen_warning_while_waiting == [True]
+    handler = _SetOnWarning(warned)
+    logger = logging.getLogger("adapters.kafka_python.transactional")
+    logger.addHandler(handler)
+    try:
+        assert sink._bounded("commit", commit) == "committed"
+    finally:
+        logger.removeHandler(handler)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("commit has waited 0.05s for Kafka (gives up after 2s)" in m for m in warnings)

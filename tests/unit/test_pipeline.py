@@ -2,9 +2,8 @@
 
 import json
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -15,11 +14,12 @@ from application import dead_letter
 from application.errors import BrokerUnavailable
 from application.messages import TopicPartition, header_value
 from application.pipeline import Pipeline
-from application.ports import Metrics
+from application.ports import RebalanceListener
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
 from domain.outcomes import Outcome
 from domain.processing import LoginEventProcessor
+from tests.fakes import FakeClock, StopAfterRetries
 
 IN, OUT, DLQ = "user-login", "processed-user-login", "user-login-dlq"
 GOOD = {"user_id": "u-1", "app_version": "2.3.0", "device_type": "iOS", "ip": "84.115.150.27", "locale": "RU"}
@@ -37,18 +37,23 @@ def settings(**changes: Any) -> PipelineSettings:
 
 
 def make_broker(partitions: int = 2) -> InMemoryBroker:
-    broker = InMemoryBroker(default_partitions=partitions)
+    """A broker whose clients, and every pipeline made with ``make_pipeline``, run on one fake clock."""
+    broker = InMemoryBroker(default_partitions=partitions, clock=FakeClock())
     for topic in (IN, OUT, DLQ):
         broker.create_topic(topic, partitions)
     return broker
 
 
-def make_pipeline(broker: InMemoryBroker, group: str = "g", **changes: Any) -> Pipeline:
+def make_pipeline(
+    broker: InMemoryBroker, group: str = "g", *, source: InMemorySource | None = None, **changes: Any
+) -> Pipeline:
     return Pipeline(
-        InMemorySource(broker, group),
+        source or InMemorySource(broker, group),
         InMemorySink(broker),
         LoginEventProcessor(),
         changes.pop("s", None) or settings(**changes),
+        clock=broker.clock,
+        metrics=changes.pop("metrics", None),
     )
 
 
@@ -140,13 +145,9 @@ def test_nothing_is_committed_past_a_record_the_dlq_refuses() -> None:
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode(), partition=0)
     broker.fail_publishes(DLQ)
     stop = threading.Event()
-    pipeline = make_pipeline(broker, s=settings(shutdown_timeout_s=0.2))
-    runner = threading.Thread(target=pipeline.run, args=(stop,))
-    runner.start()
-    time.sleep(0.5)
-    stop.set()
-    runner.join(5)
-    assert not runner.is_alive()
+    pipeline = make_pipeline(broker, s=settings(shutdown_timeout_s=0.2), metrics=StopAfterRetries(stop, 5))
+    pipeline.run(stop)
+    assert pipeline.stats.retries >= 5  # the DLQ kept refusing, and the record was retried, not dropped
     assert broker.committed("g", TopicPartition(IN, 0)) == 5  # up to, not past, the refused record
     assert not broker.records(DLQ)
 
@@ -157,31 +158,15 @@ def test_nothing_is_committed_past_a_record_the_dlq_refuses() -> None:
 
 
 def test_a_refusing_dlq_pauses_consumption() -> None:
-    class Recording(Metrics):
-        paused: list[int]
-
-        def __init__(self) -> None:
-            self.paused = []
-
-        def paused_partitions(self, count: int) -> None:
-            self.paused.append(count)
-
     broker = make_broker(1)
     broker.append(IN, None, b"broken", partition=0)
     for number in range(50):
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode(), partition=0)
     broker.fail_publishes(DLQ)
-    metrics = Recording()
-    pipeline = Pipeline(
-        InMemorySource(broker, "g"), InMemorySink(broker), LoginEventProcessor(),
-        settings(batch_size=1, shutdown_timeout_s=0.1), metrics=metrics,
-    )  # fmt: skip
     stop = threading.Event()
-    runner = threading.Thread(target=pipeline.run, args=(stop,))
-    runner.start()
-    time.sleep(0.4)
-    stop.set()
-    runner.join(5)
+    metrics = StopAfterRetries(stop, 20)
+    pipeline = make_pipeline(broker, s=settings(batch_size=1, shutdown_timeout_s=0.1), metrics=metrics)
+    pipeline.run(stop)
     assert 1 in metrics.paused
     assert pipeline.stats.consumed < 10  # it stopped fetching instead of running ahead of the stuck record
 
@@ -196,7 +181,7 @@ def test_a_processing_exception_dead_letters_only_that_record() -> None:
     broker = make_broker(1)
     broker.append(IN, None, json.dumps({**GOOD, "note": "explode"}).encode())
     broker.append(IN, None, json.dumps(GOOD).encode())
-    pipeline = Pipeline(InMemorySource(broker, "g"), InMemorySink(broker), Exploding(), settings())
+    pipeline = Pipeline(InMemorySource(broker, "g"), InMemorySink(broker), Exploding(), settings(), clock=broker.clock)
     stats = pipeline.run(idle_timeout_s=0.05)
     assert stats.processed == 1
     [letter] = broker.records(DLQ)
@@ -219,7 +204,11 @@ def test_a_full_producer_queue_pauses_and_still_delivers_everything() -> None:
     for number in range(500):
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
     pipeline = Pipeline(
-        InMemorySource(broker, "g"), InMemorySink(broker, queue_capacity=10), LoginEventProcessor(), settings()
+        InMemorySource(broker, "g"),
+        InMemorySink(broker, queue_capacity=10),
+        LoginEventProcessor(),
+        settings(),
+        clock=broker.clock,
     )
     stats = pipeline.run(idle_timeout_s=0.05)
     assert stats.processed == 500 == len(broker.records(OUT))
@@ -243,29 +232,104 @@ def test_in_flight_records_are_bounded() -> None:
     for number in range(400):
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
     pipeline = Pipeline(
-        InMemorySource(broker, "g"), SlowSink(broker), LoginEventProcessor(), settings(max_in_flight=50, batch_size=20)
+        InMemorySource(broker, "g"),
+        SlowSink(broker),
+        LoginEventProcessor(),
+        settings(max_in_flight=50, batch_size=20),
+        clock=broker.clock,
     )
     stats = pipeline.run(idle_timeout_s=0.2)
     assert stats.processed == 400
     assert SlowSink.peak <= 50 + 20  # the limit, plus at most one batch taken before pausing
 
 
+class Turns:
+    """Lets one member at a time run from one poll to its next, in a fixed order.
+
+    How the members interleave then depends on neither thread scheduling nor machine speed; with one
+    fake clock shared by all of them, neither does anything they time.
+    """
+
+    def __init__(self, order: Sequence[str], *, head_start: int) -> None:
+        self._order = list(order)  # members still running, in turn order
+        self._turn = 0
+        self._head_start = head_start  # polls the first member makes before passing the turn on
+        self._changed = threading.Condition()
+
+    def take(self, name: str) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._order[self._turn] == name, timeout=60):
+                raise AssertionError(f"{name} never got its turn: {self._order[self._turn]} kept it")
+
+    def pass_on(self, name: str) -> None:
+        with self._changed:
+            if self._head_start > 0:
+                self._head_start -= 1
+                return
+            self._turn = (self._order.index(name) + 1) % len(self._order)
+            self._changed.notify_all()
+
+    def leave(self, name: str) -> None:
+        with self._changed:
+            index = self._order.index(name)
+            self._order.remove(name)
+            self._turn = index % len(self._order) if self._order else 0
+            self._changed.notify_all()
+
+
+class TurnTakingSource(InMemorySource):
+    """A member that joins the group on its first turn, polls only on its turn, and leaves the rotation on close."""
+
+    def __init__(self, broker: InMemoryBroker, group: str, name: str, turns: Turns) -> None:
+        super().__init__(broker, group)
+        self._name = name
+        self._turns = turns
+
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        self._turns.take(self._name)
+        super().subscribe(topics, listener)
+
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Any]:
+        self._turns.pass_on(self._name)
+        self._turns.take(self._name)
+        return super().poll_batch(max_records, timeout_s)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._turns.leave(self._name)
+
+
 def test_two_members_share_the_partitions_without_loss_or_duplicates() -> None:
     broker = make_broker(4)
     for record in LoginGenerator(seed=3, invalid_ratio=0).records(4000):
         broker.append(IN, None, record.value)
-    first = make_pipeline(broker, batch_size=50)
-    second = make_pipeline(broker, batch_size=50)
-    stop = threading.Event()
-    runner = threading.Thread(target=first.run, args=(stop,))
-    runner.start()
-    time.sleep(0.05)  # let the first member start alone, then join mid-stream
-    second_stats = second.run(idle_timeout_s=0.3)
-    stop.set()
-    runner.join(5)
+    turns = Turns(["first", "second"], head_start=4)  # the first reads 4 batches alone, then the second joins
+    members = [
+        make_pipeline(broker, source=TurnTakingSource(broker, "g", name, turns), batch_size=50)
+        for name in ("first", "second")
+    ]
+    failures: list[BaseException] = []
+
+    def run(member: Pipeline) -> None:
+        try:
+            member.run(idle_timeout_s=0.3)
+        except BaseException as error:  # noqa: BLE001 - reported below, on the test's thread
+            failures.append(error)
+
+    runners = [threading.Thread(target=run, args=(member,)) for member in members]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join(60)
+    assert not any(runner.is_alive() for runner in runners)
+    assert not failures, failures
     users = [json.loads(r.value or b"")["user_id"] for r in broker.records(OUT)]
     assert len(users) == 4000 == len(set(users))
-    assert first.stats.processed > 0 and second_stats.processed > 0
+    first, second = members
+    assert first.stats.processed > 200 and second.stats.processed > 0  # both owned partitions mid-stream
+    assert first.stats.processed + second.stats.processed == 4000
     assert committed(broker, partitions=4) == end_offsets(broker, 4)
 
 
@@ -291,9 +355,9 @@ class _OutageSource(InMemorySource):
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Any]:
         if self._down_since is None:
-            self._down_since = time.monotonic()
+            self._down_since = self._clock.monotonic()
             return super().poll_batch(max_records, timeout_s)
-        if time.monotonic() - self._down_since < self._outage_s:
+        if self._clock.monotonic() - self._down_since < self._outage_s:
             raise BrokerUnavailable("cannot reach Kafka at memory: simulated outage")
         if not self._rejoined:
             self._rejoined = True
@@ -306,7 +370,7 @@ def _run_until_idle(source_type: Callable[[InMemoryBroker], InMemorySource], idl
     broker = make_broker()
     for n in range(100):
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u-{n}"}).encode())
-    pipeline = Pipeline(source_type(broker), InMemorySink(broker), LoginEventProcessor(), settings(batch_size=10))
+    pipeline = make_pipeline(broker, source=source_type(broker), batch_size=10)
     stats = pipeline.run(idle_timeout_s=idle_timeout_s)
     assert stats.consumed == 100
     assert committed(broker) == end_offsets(broker)
@@ -331,7 +395,7 @@ class _HeldBackSource(InMemorySource):
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Any]:
         if not self._readable:
             super().poll_batch(0, 0.0)  # joins the group, delivers nothing
-            time.sleep(min(timeout_s, 0.01))
+            self._clock.sleep(min(timeout_s, 0.01))
             return []
         return super().poll_batch(max_records, timeout_s)
 
@@ -345,3 +409,20 @@ class _HeldBackSource(InMemorySource):
 
 def test_the_idle_timeout_waits_for_partitions_that_cannot_be_read_yet() -> None:
     _run_until_idle(lambda broker: _HeldBackSource(broker, "g", held_checks=2), idle_timeout_s=0.05)
+
+
+def test_the_memory_adapters_wait_and_stamp_on_the_broker_clock() -> None:
+    """Waiting an hour on a fake clock takes no real time: no adapter reads the system clock behind its back."""
+    broker = make_broker(1)
+    clock = broker.clock
+    assert isinstance(clock, FakeClock)
+    source, sink = InMemorySource(broker, "g"), InMemorySink(broker)
+    source.subscribe([IN], make_pipeline(broker))
+    started = clock.monotonic()
+    assert source.poll_batch(10, timeout_s=3600.0) == []
+    sink.poll(60.0)
+    assert clock.monotonic() - started >= 3660.0
+    sink.publish(IN, None, b"v", (), lambda error: None)
+    assert sink.flush(1.0)
+    [record] = source.poll_batch(10, timeout_s=0.0)
+    assert record.timestamp_ms == int(clock.now() * 1000)

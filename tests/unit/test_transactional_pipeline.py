@@ -2,32 +2,39 @@
 
 import json
 import threading
-import time
 from typing import Any
 
 from adapters.generator import LoginGenerator
 from adapters.memory import InMemoryBroker, InMemorySource, InMemoryTransactionalSink
 from application import dead_letter
 from application.messages import TopicPartition, header_value
+from application.ports import Metrics
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
 from application.transactional import TransactionalPipeline
 from domain.processing import LoginEventProcessor
+from tests.fakes import FakeClock, StopAfterRetries
 
 IN, OUT, DLQ = "user-login", "processed-user-login", "user-login-dlq"
 GOOD = {"user_id": "u", "app_version": "2.3.0", "device_type": "iOS"}
 
 
-def make(broker: InMemoryBroker, **changes: Any) -> tuple[TransactionalPipeline, InMemoryTransactionalSink]:
+def make(
+    broker: InMemoryBroker, metrics: Metrics | None = None, **changes: Any
+) -> tuple[TransactionalPipeline, InMemoryTransactionalSink]:
     settings = PipelineSettings(
         **{"poll_timeout_s": 0.01, "transaction_size": 100, "retry": RetryPolicy(2, 0.001, 0.002), **changes}
     )
     sink = InMemoryTransactionalSink(broker)
-    return TransactionalPipeline(InMemorySource(broker, "g"), sink, LoginEventProcessor(), settings), sink
+    pipeline = TransactionalPipeline(
+        InMemorySource(broker, "g"), sink, LoginEventProcessor(), settings, clock=broker.clock, metrics=metrics
+    )
+    return pipeline, sink
 
 
 def broker_with(count: int, partitions: int = 2) -> InMemoryBroker:
-    broker = InMemoryBroker(default_partitions=partitions)
+    """A broker whose clients, and every pipeline made with ``make``, run on one fake clock."""
+    broker = InMemoryBroker(default_partitions=partitions, clock=FakeClock())
     for topic in (IN, OUT, DLQ):
         broker.create_topic(topic, partitions)
     for record in LoginGenerator(seed=5).records(count):
@@ -75,14 +82,10 @@ def test_stopping_while_the_dlq_refuses_commits_nothing_and_loses_nothing() -> N
     broker.append(IN, None, b"broken")
     broker.append(IN, None, json.dumps(GOOD).encode())
     broker.fail_publishes(DLQ)
-    pipeline, _ = make(broker)
     stop = threading.Event()
-    runner = threading.Thread(target=pipeline.run, args=(stop,))
-    runner.start()
-    time.sleep(0.3)
-    stop.set()
-    runner.join(5)
-    assert not runner.is_alive()
+    pipeline, sink = make(broker, StopAfterRetries(stop, 5))
+    pipeline.run(stop)
+    assert sink.aborted_transactions >= 5  # the DLQ kept refusing, and the batch was retried, not dropped
     assert broker.records(OUT) == [] and broker.records(DLQ) == []
     assert broker.committed("g", TopicPartition(IN, 0)) is None
 
