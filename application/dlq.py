@@ -66,9 +66,8 @@ class ReplayPositions:
 
     def replayed(self, record: ConsumedRecord, reason: str) -> bool:
         partition = TopicPartition(record.topic, record.partition)
-        return record.offset < self.unfiltered.get(partition, 0) or record.offset < self.by_reason.get(reason, {}).get(
-            partition, 0
-        )
+        own = self.by_reason.get(reason, {})
+        return record.offset < max(self.unfiltered.get(partition, 0), own.get(partition, 0))
 
 
 def read_positions(groups: GroupOffsets, consumer_group: str, dlq_topic: str) -> ReplayPositions:
