@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from application.messages import ConsumedRecord, Headers
+from domain.outcomes import RejectReason
 
 REASON = "x-dlq-reason"
 ERROR = "x-dlq-error"
@@ -16,6 +17,9 @@ DLQ_HEADERS = (REASON, ERROR, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, FAI
 # Reasons that come from the pipeline rather than from the domain's rules.
 PUBLISH_FAILED = "publish_failed"
 PROCESSING_ERROR = "processing_error"
+
+# Every reason code a dead letter can carry (``dlq replay --reason`` accepts exactly these).
+REASONS: tuple[str, ...] = (*(reason.value for reason in RejectReason), PUBLISH_FAILED, PROCESSING_ERROR)
 
 _MAX_ERROR_BYTES = 1024
 

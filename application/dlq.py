@@ -6,13 +6,13 @@ import heapq
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from application import dead_letter
 from application.errors import SinkFull
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition, header_value
-from application.ports import Clock, MessageSink, MessageSource
+from application.ports import Clock, GroupOffsets, MessageSink, MessageSource
 from application.rate_limit import RateLimiter
 
 _POLL_S = 0.5
@@ -47,17 +47,66 @@ def reason_of(record: ConsumedRecord) -> str:
     return (header_value(record.headers, dead_letter.REASON) or b"unknown").decode("utf-8", "replace")
 
 
+def replay_group(consumer_group: str, reason: str | None = None) -> str:
+    """The consumer group that holds the position of replays with this filter (None: unfiltered)."""
+    return f"{consumer_group}.dlq-replay" if reason is None else f"{consumer_group}.dlq-replay.{reason}"
+
+
+@dataclass(frozen=True)
+class ReplayPositions:
+    """Where each replay filter of one DLQ stands: the next offset per partition its group committed.
+
+    A dead letter counts as replayed once the unfiltered replay's position or its own reason's is
+    past it. Each replay skips such records and moves only its own position, so a ``--reason``
+    replay never hides other reasons' records from anyone, and no record goes out twice.
+    """
+
+    unfiltered: Mapping[TopicPartition, int] = field(default_factory=dict)
+    by_reason: Mapping[str, Mapping[TopicPartition, int]] = field(default_factory=dict)
+
+    def replayed(self, record: ConsumedRecord, reason: str) -> bool:
+        partition = TopicPartition(record.topic, record.partition)
+        own = self.by_reason.get(reason, {})
+        return record.offset < max(self.unfiltered.get(partition, 0), own.get(partition, 0))
+
+
+def read_positions(groups: GroupOffsets, consumer_group: str, dlq_topic: str) -> ReplayPositions:
+    """Every replay filter's position on ``dlq_topic``; raises BrokerUnavailable."""
+    names = {reason: replay_group(consumer_group, reason) for reason in dead_letter.REASONS}
+    found = groups.committed([replay_group(consumer_group), *names.values()], dlq_topic)
+    return ReplayPositions(
+        unfiltered=found.get(replay_group(consumer_group), {}),
+        by_reason={reason: found.get(name, {}) for reason, name in names.items()},
+    )
+
+
+def forget_positions(groups: GroupOffsets, consumer_group: str) -> None:
+    """Delete the position of every replay filter, so the next replays start from the DLQ's beginning.
+
+    Raises GroupInUse while a replay is running, BrokerUnavailable.
+    """
+    groups.delete_groups([replay_group(consumer_group, reason) for reason in (None, *dead_letter.REASONS)])
+
+
 @dataclass
 class DeadLetterReport:
     total: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
+    not_replayed: Counter[str] = field(default_factory=Counter)  # per reason, what no replay has re-published
     newest: list[ConsumedRecord] = field(default_factory=list)
 
 
 def inspect_dead_letters(
-    source: MessageSource, dlq_topic: str, *, examples: int, idle_timeout_s: float = 3.0, clock: Clock | None = None
+    source: MessageSource,
+    dlq_topic: str,
+    *,
+    examples: int,
+    positions: ReplayPositions | None = None,
+    idle_timeout_s: float = 3.0,
+    clock: Clock | None = None,
 ) -> DeadLetterReport:
     """Read the whole DLQ without committing anything; memory holds only the counts and ``examples`` records."""
+    positions = positions or ReplayPositions()
     clock = clock or Clock()
     listener = _Assignments()
     report = DeadLetterReport()
@@ -75,7 +124,10 @@ def inspect_dead_letters(
                 break
             for record in records:
                 report.total += 1
-                report.by_reason[reason_of(record)] += 1
+                reason = reason_of(record)
+                report.by_reason[reason] += 1
+                if not positions.replayed(record, reason):
+                    report.not_replayed[reason] += 1
                 item = (record.timestamp_ms or 0, next(tiebreak), record)
                 if len(newest) < examples:
                     heapq.heappush(newest, item)
@@ -92,6 +144,7 @@ class ReplaySummary:
     examined: int = 0
     replayed: int = 0
     skipped: int = 0
+    already_replayed: int = 0  # by the replay of another filter (see ReplayPositions)
     failed: int = 0
     last_error: str = ""
 
@@ -114,6 +167,7 @@ def replay_dead_letters(
     target_topic: str,
     *,
     reason: str | None = None,
+    positions: ReplayPositions | None = None,
     max_records: int | None = None,
     records_per_second: float | None = None,
     stop: threading.Event | None = None,
@@ -123,9 +177,12 @@ def replay_dead_letters(
     """Re-publish dead letters batch by batch, committing each partition only up to what the broker acknowledged.
 
     Stopping (or ``max_records``) between batches leaves nothing half-done, so a
-    restarted replay continues exactly where this one stopped.
+    restarted replay continues exactly where this one stopped. ``source`` reads in the group of
+    ``reason``'s filter (``replay_group``); records other filters' replays already re-published,
+    per ``positions`` (read when the replay starts), are skipped.
     """
     clock = clock or Clock()
+    positions = positions or ReplayPositions()
     stop = stop or threading.Event()
     limiter = RateLimiter(records_per_second, clock) if records_per_second else None
     listener = _Assignments()
@@ -148,7 +205,7 @@ def replay_dead_letters(
                     break
                 continue
             last_record = now
-            if not _replay_batch(records, sink, source, target_topic, reason, max_records, summary):
+            if not _replay_batch(records, sink, source, target_topic, reason, positions, max_records, summary):
                 break
     finally:
         source.close()
@@ -162,17 +219,23 @@ def _replay_batch(
     source: MessageSource,
     target_topic: str,
     reason: str | None,
+    positions: ReplayPositions,
     max_records: int | None,
     summary: ReplaySummary,
 ) -> bool:
     """Publish one batch and commit what it finished; False when replaying must stop."""
     outcomes: dict[int, DeliveryError | None] = {}
     handled: list[ConsumedRecord] = []
+    elsewhere: set[int] = set()
     for index, record in enumerate(records):
         if max_records is not None and summary.replayed + len(outcomes) >= max_records:
             break  # left uncommitted: the next replay starts here
         handled.append(record)
-        if reason is not None and reason_of(record) != reason:
+        record_reason = reason_of(record)
+        if reason is not None and record_reason != reason:
+            continue
+        if positions.replayed(record, record_reason):
+            elsewhere.add(index)
             continue
 
         def delivered(error: DeliveryError | None, index: int = index) -> None:
@@ -202,6 +265,8 @@ def _replay_batch(
         summary.examined += 1
         if index in outcomes:
             summary.replayed += 1
+        elif index in elsewhere:
+            summary.already_replayed += 1
         else:
             summary.skipped += 1
     if commit:

@@ -21,6 +21,10 @@ class FatalBrokerError(Exception):
     """The client cannot continue (e.g. fenced by a newer instance): stop, and let a restart take over."""
 
 
+class GroupInUse(Exception):
+    """A consumer group still has active members, so its committed offsets cannot be deleted."""
+
+
 class InvalidConfiguration(ValueError):
     """A client setting the broker library refuses: a user's mistake, reported without a traceback."""
 

@@ -120,6 +120,21 @@ class TopicAdmin(ABC):
         """Release the client's connections."""
 
 
+class GroupOffsets(ABC):
+    """Reads and deletes other consumer groups' committed offsets without joining them (DLQ replay positions)."""
+
+    @abstractmethod
+    def committed(self, group_ids: Sequence[str], topic: str) -> dict[str, dict[TopicPartition, int]]:
+        """Each group's committed next offset per partition of ``topic`` ({} if it has none); BrokerUnavailable."""
+
+    @abstractmethod
+    def delete_groups(self, group_ids: Sequence[str]) -> None:
+        """Delete these groups and their committed offsets (an unknown one is fine); GroupInUse, BrokerUnavailable."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: not every implementation holds connections
+        """Release the client's connections."""
+
+
 class TransactionalSink(ABC):
     """A producer that writes a batch of records and the input offsets they consume atomically."""
 

@@ -126,9 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay = dlq_commands.add_parser(
         "replay", parents=[common], help="re-publish dead letters, resuming where the last replay stopped"
     )
-    replay.add_argument("--reason", metavar="R", help="only records dead-lettered with this reason")
+    replay.add_argument(
+        "--reason", metavar="R", help="only records dead-lettered with this reason; this filter has its own position"
+    )
     replay.add_argument("--to", metavar="TOPIC", help="target topic (default: INPUT_TOPIC)")
     replay.add_argument("--max", type=_positive_int, metavar="N", help="stop after re-publishing N records")
+    replay.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="forget the position of every replay filter first, and replay the whole DLQ again",
+    )
 
     schema = commands.add_parser("schema", parents=[common], help="print the event contract as JSON Schema")
     schema.add_argument("--processed", action="store_true", help="the published event instead of the input")

@@ -11,13 +11,16 @@ from typing import Any, ClassVar
 from dependency_injector import containers, providers
 
 from adapters.confluent import ConfluentAdmin, ConfluentSink, ConfluentSource
+from adapters.confluent.groups import ConfluentGroupOffsets
 from adapters.confluent.transactional import ConfluentTransactionalSink
 from adapters.http import OperationsServer
 from adapters.json_codec import OrjsonCodec
 from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python import KafkaPythonAdmin, KafkaPythonSink, KafkaPythonSource
+from adapters.kafka_python.groups import KafkaPythonGroupOffsets
 from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
 from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
+from adapters.memory.groups import InMemoryGroupOffsets
 from adapters.metrics import PrometheusMetrics
 from application.health import HealthState
 from application.pipeline import Pipeline
@@ -97,6 +100,12 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Factory(InMemoryAdmin, broker=memory_broker),
         confluent=providers.Factory(ConfluentAdmin, connection=kafka_connection),
         **{"kafka-python": providers.Factory(KafkaPythonAdmin, connection=kafka_connection)},
+    )
+    group_offsets = providers.Selector(
+        settings.provided.broker_client,
+        memory=providers.Factory(InMemoryGroupOffsets, broker=memory_broker),
+        confluent=providers.Factory(ConfluentGroupOffsets, connection=kafka_connection),
+        **{"kafka-python": providers.Factory(KafkaPythonGroupOffsets, connection=kafka_connection)},
     )
 
     transactional_sink = providers.Selector(

@@ -275,3 +275,12 @@ class InMemoryBroker:
         with self._changed:
             group = self._groups.get(group_id)
             return group.committed.get(partition) if group else None
+
+    def delete_group(self, group_id: str) -> bool:
+        """Forget a group and its committed offsets; False (and nothing deleted) while it has members."""
+        with self._changed:
+            group = self._groups.get(group_id)
+            if group is not None and group.members:
+                return False
+            self._groups.pop(group_id, None)
+            return True

@@ -7,10 +7,20 @@ import sys
 from datetime import UTC, datetime
 
 from application import dead_letter
-from application.dlq import inspect_dead_letters, reason_of, replay_dead_letters
+from application.dlq import (
+    ReplayPositions,
+    forget_positions,
+    inspect_dead_letters,
+    read_positions,
+    reason_of,
+    replay_dead_letters,
+    replay_group,
+)
+from application.errors import BrokerUnavailable, GroupInUse
 from application.messages import header_value
 from entrypoints.config import Settings
-from entrypoints.container import build_container
+from entrypoints.container import Container, build_container
+from entrypoints.errors import UsageError
 from entrypoints.signals import GracefulStop
 
 _SHOWN_BYTES = 300
@@ -22,15 +32,37 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return replay(args, settings)
 
 
+def _positions(container: Container, settings: Settings, *, from_beginning: bool = False) -> ReplayPositions:
+    """Every replay filter's position, after forgetting them all first with ``from_beginning``."""
+    groups = container.group_offsets()
+    try:
+        if from_beginning:
+            forget_positions(groups, settings.consumer_group)
+        return read_positions(groups, settings.consumer_group, settings.dlq_topic)
+    finally:
+        groups.close()
+
+
 def inspect(args: argparse.Namespace, settings: Settings) -> int:
     container = build_container(settings)
+    try:
+        positions = _positions(container, settings)
+    except BrokerUnavailable as unreachable:
+        print(f"pipeline: {unreachable}", file=sys.stderr)
+        return 1
     # A group of its own that never commits: inspecting moves nobody's position.
-    source = container.source(group_id=f"{settings.consumer_group}.dlq-inspect.{datetime.now(UTC):%Y%m%d%H%M%S%f}")
-    report = inspect_dead_letters(source, settings.dlq_topic, examples=args.limit)
-    print(f"{settings.dlq_topic}: {report.total:,} dead letter(s)")
+    source = container.source(
+        group_id=f"{settings.consumer_group}.dlq-inspect.{datetime.now(UTC):%Y%m%d%H%M%S%f}",
+        auto_offset_reset="earliest",  # a group with no position reads the whole DLQ, whatever the service uses
+    )
+    report = inspect_dead_letters(source, settings.dlq_topic, examples=args.limit, positions=positions)
+    pending = sum(report.not_replayed.values())
+    print(f"{settings.dlq_topic}: {report.total:,} dead letter(s), {pending:,} not replayed yet")
     width = max((len(reason) for reason in report.by_reason), default=0)
+    if report.by_reason:
+        print(f"  {'reason':<{width}}  {'dead letters':>12}  {'not replayed':>12}")
     for reason, count in report.by_reason.most_common():
-        print(f"  {reason:<{width}}  {count:>10,}")
+        print(f"  {reason:<{width}}  {count:>12,}  {report.not_replayed[reason]:>12,}")
     if report.newest:
         print(f"\nNewest {len(report.newest)}:")
     for record in report.newest:
@@ -51,9 +83,24 @@ def inspect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
+    if args.reason is not None and args.reason not in dead_letter.REASONS:
+        raise UsageError(f"unknown --reason {args.reason!r}; the reason codes are: {', '.join(dead_letter.REASONS)}")
+    if args.from_beginning and args.reason is not None:
+        raise UsageError(
+            "--from-beginning starts every replay filter over, so it takes no --reason"
+            " (to replay one reason's records again, use a CONSUMER_GROUP of its own)"
+        )
     container = build_container(settings)
+    try:
+        positions = _positions(container, settings, from_beginning=args.from_beginning)
+    except GroupInUse as error:
+        print(f"pipeline: cannot start the replays over: {error}; stop the replay that is running", file=sys.stderr)
+        return 1
+    except BrokerUnavailable as error:
+        print(f"pipeline: {error}", file=sys.stderr)
+        return 1
     target = args.to or settings.input_topic
-    source = container.source(group_id=f"{settings.consumer_group}.dlq-replay")
+    source = container.source(group_id=replay_group(settings.consumer_group, args.reason), auto_offset_reset="earliest")
     stop = GracefulStop().install()
     summary = replay_dead_letters(
         source,
@@ -61,13 +108,15 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         settings.dlq_topic,
         target,
         reason=args.reason,
+        positions=positions,
         max_records=args.max,
         records_per_second=settings.max_records_per_second or None,
         stop=stop.event,
     )
     print(
         f"replayed {summary.replayed:,} record(s) from {settings.dlq_topic} to {target}"
-        f" ({summary.skipped:,} skipped by --reason, {summary.failed:,} failed)",
+        f" ({summary.skipped:,} skipped by --reason, {summary.already_replayed:,} already replayed,"
+        f" {summary.failed:,} failed)",
         file=sys.stderr,
     )
     if summary.failed:

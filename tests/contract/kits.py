@@ -8,8 +8,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource
+from adapters.memory.groups import InMemoryGroupOffsets
 from application.messages import ConsumedRecord, TopicPartition
-from application.ports import MessageSink, MessageSource, TopicAdmin, TopicSpec
+from application.ports import GroupOffsets, MessageSink, MessageSource, TopicAdmin, TopicSpec
 
 
 class Recorder:
@@ -53,6 +54,9 @@ class AdapterKit(ABC):
 
     @abstractmethod
     def admin(self) -> TopicAdmin: ...
+
+    @abstractmethod
+    def group_offsets(self) -> GroupOffsets: ...
 
     def topic(self, partitions: int) -> str:
         name = f"contract-{uuid.uuid4().hex[:10]}"
@@ -105,6 +109,9 @@ class MemoryKit(AdapterKit):
     def admin(self) -> TopicAdmin:
         return InMemoryAdmin(self.broker)
 
+    def group_offsets(self) -> GroupOffsets:
+        return InMemoryGroupOffsets(self.broker)
+
 
 class ConfluentKit(AdapterKit):
     name = "confluent"
@@ -129,6 +136,11 @@ class ConfluentKit(AdapterKit):
 
         return ConfluentAdmin(self.connection)
 
+    def group_offsets(self) -> GroupOffsets:
+        from adapters.confluent.groups import ConfluentGroupOffsets
+
+        return ConfluentGroupOffsets(self.connection)
+
 
 class KafkaPythonKit(AdapterKit):
     name = "kafka-python"
@@ -152,3 +164,8 @@ class KafkaPythonKit(AdapterKit):
         from adapters.kafka_python import KafkaPythonAdmin
 
         return KafkaPythonAdmin(self.connection)
+
+    def group_offsets(self) -> GroupOffsets:
+        from adapters.kafka_python.groups import KafkaPythonGroupOffsets
+
+        return KafkaPythonGroupOffsets(self.connection)

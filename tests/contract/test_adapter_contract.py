@@ -8,8 +8,12 @@ differed from Kafka, this suite is where it showed.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 
+import pytest
+
+from application.errors import GroupInUse
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition
 from application.ports import TopicSpec
 from tests.contract.kits import AdapterKit, Recorder
@@ -203,3 +207,28 @@ def test_ensure_topics_creates_once_and_reports_a_mismatch(kit: AdapterKit) -> N
         admin.close()
     publish(kit, name, [(f"k{n}".encode(), b"x", []) for n in range(20)])
     assert {r.partition for r in kit.read_all(name, 20)} <= {0, 1}  # left with its 2 partitions
+
+
+def test_other_groups_offsets_are_read_and_deleted_without_joining(kit: AdapterKit) -> None:
+    topic, other = kit.topic(partitions=2), kit.topic(partitions=1)
+    group, never = f"positions-{uuid.uuid4().hex[:8]}", f"never-{uuid.uuid4().hex[:8]}"
+    recorder = Recorder()
+    member = kit.source(group)
+    member.subscribe([topic, other], recorder)
+    deadline = time.monotonic() + DEADLINE_S
+    while len(recorder.assigned) < 3 and time.monotonic() < deadline:
+        member.poll_batch(10, POLL_S)
+    groups = kit.group_offsets()
+    try:
+        try:
+            member.commit({TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 1, TopicPartition(other, 0): 7})
+            found = groups.committed([group, never], topic)
+            assert found == {group: {TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 1}, never: {}}
+            with pytest.raises(GroupInUse, match=group):
+                groups.delete_groups([group])  # its member is still there
+        finally:
+            member.close()
+        groups.delete_groups([group, never])  # a group that never committed is no error
+        assert groups.committed([group], topic) == {group: {}}
+    finally:
+        groups.close()
