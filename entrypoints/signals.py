@@ -15,16 +15,22 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 
+_CONSUMER_STOPPING = "finishing in-flight records, committing, leaving the group"
+_CONSUMER_ABANDONED = "uncommitted records will be re-read"
+
+
 class GracefulStop:
-    def __init__(self) -> None:
+    def __init__(self, stopping: str = _CONSUMER_STOPPING, abandoned: str = _CONSUMER_ABANDONED) -> None:
         self.event = threading.Event()
+        self._stopping = stopping  # what a first signal starts, in the command's own terms
+        self._abandoned = abandoned  # and what a second one gives up
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.event.is_set():
-            log.warning("second %s: exiting immediately (uncommitted records will be re-read)", name)
+            log.warning("second %s: exiting immediately (%s)", name, self._abandoned)
             os._exit(128 + signum)
-        log.info("%s received: finishing in-flight records, committing, leaving the group", name)
+        log.info("%s received: %s", name, self._stopping)
         self.event.set()
 
     def install(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> GracefulStop:
