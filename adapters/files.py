@@ -14,7 +14,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,7 +96,7 @@ class OutputFile:
 
     def __init__(self, target: str | Path) -> None:
         self.name = str(target)
-        self._target = Path(target).resolve()  # through a symlink: replace the file it points to, not the link
+        self._target = Path(target)
         self._temporary: Path | None = None
         self._stream: BinaryIO | None = None
 
@@ -112,6 +112,7 @@ class OutputFile:
         if existing is not None and not stat.S_ISREG(existing.st_mode):
             self._stream = open(self._target, "wb")  # noqa: SIM115 - closed by commit() or discard()
             return self._stream
+        self._target = self._target.resolve()  # through a symlink: replace the file it points to, not the link
         try:
             handle, temporary = tempfile.mkstemp(
                 prefix=f".{self._target.name}.", suffix=".tmp", dir=self._target.parent
@@ -167,7 +168,12 @@ def _umask() -> int:
 
 
 class JsonLinesSink(MessageSink):
-    """Writes to two open files; a failed write raises OSError naming the file (``names``: topic -> file name)."""
+    """Writes to two open files (``names``: topic -> the file's name for messages).
+
+    A failed write (a full disk) is kept in ``error`` and reported through ``on_failure``; the record and
+    every later one are then acknowledged without being written, so the pipeline stops cleanly instead
+    of waiting for deliveries that cannot happen. The caller must check ``error``: the run has failed.
+    """
 
     def __init__(
         self,
@@ -177,25 +183,36 @@ class JsonLinesSink(MessageSink):
         output_topic: str,
         dlq_topic: str,
         names: Mapping[str, str] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._files = {output_topic: output, dlq_topic: dead_letters}
         self._names = dict(names or {})
         self._dlq_topic = dlq_topic
         self._callbacks: list[DeliveryCallback] = []
+        self._on_failure = on_failure
+        self.error: OSError | None = None
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
         target = self._files[topic]
+        self._callbacks.append(on_delivery)
+        if self.error is not None:
+            return
         try:
             if topic == self._dlq_topic:
                 target.write(dead_letter_line(value, headers))
             else:
                 target.write((value or b"") + b"\n")
         except OSError as error:
-            error.filename = self._names.get(topic, getattr(target, "name", topic))
-            raise
-        self._callbacks.append(on_delivery)
+            self._failed(topic, error)
+
+    def _failed(self, topic: str, error: OSError) -> None:
+        error.filename = self._names.get(topic, getattr(self._files[topic], "name", topic))
+        if self.error is None:
+            self.error = error
+            if self._on_failure is not None:
+                self._on_failure()
 
     def poll(self, timeout_s: float) -> None:
         callbacks, self._callbacks = self._callbacks, []
@@ -206,11 +223,12 @@ class JsonLinesSink(MessageSink):
         while self._callbacks:
             self.poll(0)
         for topic, target in self._files.items():
+            if self.error is not None:
+                break
             try:
                 target.flush()
             except OSError as error:
-                error.filename = self._names.get(topic, getattr(target, "name", topic))
-                raise
+                self._failed(topic, error)
         return True
 
     def close(self) -> None:

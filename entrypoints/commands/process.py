@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from adapters.files import JsonLinesSink, JsonLinesSource, OutputFile
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     container = build_container(settings)
     pipeline_settings = settings.pipeline_settings()
     outputs = [OutputFile(args.out), OutputFile(args.dlq)]
+    failed = threading.Event()  # a write failed: stop reading, the run has failed
     try:
         try:
             output, dead_letters = (target.open() for target in outputs)
@@ -47,11 +49,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             output_topic=pipeline_settings.output_topic,
             dlq_topic=pipeline_settings.dlq_topic,
             names={pipeline_settings.output_topic: args.out, pipeline_settings.dlq_topic: args.dlq},
+            on_failure=failed.set,
         )
         pipeline: Pipeline = container.pipeline(source=source, sink=sink)
         try:
             with Progress("processing", lambda: pipeline.stats.consumed):
-                stats = pipeline.run(idle_timeout_s=0.0)
+                stats = pipeline.run(failed, idle_timeout_s=0.0)
+            if sink.error is not None:
+                raise sink.error
             for target in outputs:
                 target.finish()
             for target in outputs:
