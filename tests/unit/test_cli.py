@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # 2,000 records shaped like the real generator's output, about one in ten defective (a copy of the team's samples).
 SAMPLES = ROOT / "tests" / "data" / "user-login-samples.jsonl"
+README = (ROOT / "README.md").read_text()
 
 
 def pipeline(
@@ -132,7 +133,8 @@ def assert_one_line(result: subprocess.CompletedProcess[str], status: int, *frag
 @pytest.mark.parametrize("command", [["config"], ["demo", "--count", "10"], ["run"]])
 def test_a_port_out_of_range_is_a_configuration_error(command: list[str]) -> None:
     result = pipeline(*command, env={"METRICS_PORT": "99999", "BROKER_CLIENT": "memory"})
-    assert_one_line(result, 2, "METRICS_PORT", "99999")
+    line = assert_one_line(result, 2, "METRICS_PORT", "99999")
+    assert f"`{line}`" in README, "the troubleshooting table shows the exact line"
 
 
 def test_a_metrics_port_in_use_is_one_line_naming_port_and_setting() -> None:
@@ -210,7 +212,8 @@ def test_a_closed_output_pipe_ends_quietly(command: list[str]) -> None:
 
 def test_process_to_a_full_disk_is_one_line(tmp_path: Path) -> None:
     result = pipeline("process", str(SAMPLES), "--out", "/dev/full", "--dlq", str(tmp_path / "d.jsonl"))
-    assert_one_line(result, 1, "cannot write /dev/full: No space left on device")
+    line = assert_one_line(result, 1, "cannot write /dev/full: No space left on device")
+    assert f"`{line}`" in README, "the troubleshooting table shows the exact line"
     assert not (tmp_path / "d.jsonl").exists()
     assert list(tmp_path.iterdir()) == [], "no temporary file left behind"
 
@@ -219,7 +222,8 @@ def test_process_with_a_bad_dlq_path_leaves_existing_output_untouched(tmp_path: 
     out = tmp_path / "out.jsonl"
     out.write_text("yesterday's results\n")
     result = pipeline("process", str(SAMPLES), "--out", str(out), "--dlq", "/no/such/dir/d.jsonl")
-    assert_one_line(result, 2, "cannot write /no/such/dir/d.jsonl")
+    line = assert_one_line(result, 2, "cannot write /no/such/dir/d.jsonl")
+    assert f"`{line}`" in README, "the troubleshooting table shows the exact line"
     assert out.read_text() == "yesterday's results\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.jsonl"]
 
@@ -271,3 +275,13 @@ def test_dlq_commands_with_the_broker_unreachable_are_one_line(client: str, comm
     result = pipeline(*command, env={"BROKER_CLIENT": client, "KAFKA_BOOTSTRAP_SERVERS": address})
     assert_one_line(result, 1, f"cannot reach Kafka at {address}", "KAFKA_BOOTSTRAP_SERVERS")
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("extra", ["a.b=1\n  c.d = 2\n", "a.b=1\nc.d = 2\n   \n\n", "a.b=1, c.d = 2\n"])
+def test_kafka_local_extra_properties_may_end_with_a_newline(tmp_path: Path, extra: str) -> None:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "kafka-local"), "properties"], capture_output=True, text=True, check=False,
+        env={**os.environ, "KAFKA_LOCAL_DIR": str(tmp_path), "KAFKA_LOCAL_EXTRA_PROPERTIES": extra}, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-3:] == ["# KAFKA_LOCAL_EXTRA_PROPERTIES", "a.b=1", "c.d = 2"]
