@@ -324,10 +324,19 @@ def _read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
     return values, warnings
 
 
+# Names a shared .env may hold for other tools: docker-compose.yml's own (see .env.example).
+_OTHER_TOOLS_PREFIXES = ("STACK_", "COMPOSE_", "DOCKER_")
+
+
 def _unknown_names(names: Mapping[str, str]) -> list[str]:
-    """Names that are neither a setting, a client property (KAFKA_*) nor a known tooling variable."""
+    """Names that are neither a setting, a client property (KAFKA_*) nor another tool's (STACK_*, ...)."""
     return sorted(
-        name for name in names if name not in _KNOWN_NAMES and not name.startswith("KAFKA_") and name != "ENV_FILE"
+        name
+        for name in names
+        if name not in _KNOWN_NAMES
+        and name != "ENV_FILE"
+        and not name.startswith("KAFKA_")
+        and not name.startswith(_OTHER_TOOLS_PREFIXES)
     )
 
 

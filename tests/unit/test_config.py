@@ -163,6 +163,11 @@ def test_unknown_names_in_env_file_give_one_warning_naming_the_file(tmp_path: Pa
     assert load_settings(environ={}, env_file=_write(tmp_path / "ok.env", "RETRY_LIMIT=3\n")).warnings == ()
 
 
+def test_the_example_env_file_gives_no_warning() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"  # copied to .env for the compose stack
+    assert load_settings(environ={}, env_file=example).warnings == ()
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
