@@ -60,8 +60,11 @@ def publish_all(
             summary.last_error = str(error)
 
     allowance = 0
-    for key, value in records:
-        if stop is not None and stop.is_set():
+    pending_records = iter(records)
+    while stop is None or not stop.is_set():  # asked before the next record is made: none is made and dropped
+        try:
+            key, value = next(pending_records)
+        except StopIteration:
             break
         if limiter is not None and allowance == 0:
             allowance = limiter.acquire(1_000)

@@ -19,6 +19,16 @@ _CONSUMER_STOPPING = "finishing in-flight records, committing, leaving the group
 _CONSUMER_ABANDONED = "uncommitted records will be re-read"
 
 
+def _log_aside(level: int, message: str) -> threading.Thread:
+    """Log from another thread: the signal may have interrupted this one inside a log call, holding its lock.
+
+    Not a daemon: the line is written before the interpreter exits, however soon that is.
+    """
+    thread = threading.Thread(target=log.log, args=(level, "%s", message), name="signal-log")
+    thread.start()
+    return thread
+
+
 class GracefulStop:
     def __init__(self, stopping: str = _CONSUMER_STOPPING, abandoned: str = _CONSUMER_ABANDONED) -> None:
         self.event = threading.Event()
@@ -28,10 +38,10 @@ class GracefulStop:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.event.is_set():
-            log.warning("second %s: exiting immediately (%s)", name, self._abandoned)
+            _log_aside(logging.WARNING, f"second {name}: exiting immediately ({self._abandoned})").join(0.5)
             os._exit(128 + signum)
-        log.info("%s received: %s", name, self._stopping)
         self.event.set()
+        _log_aside(logging.INFO, f"{name} received: {self._stopping}")
 
     def install(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> GracefulStop:
         for signum in signals:

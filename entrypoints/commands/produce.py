@@ -36,16 +36,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 defects[record.expected_reason] += 1
             yield record.key, record.value
 
-    if settings.broker_client == "memory":
-        log.warning(
-            "BROKER_CLIENT=memory: the records go to this process's embedded broker and vanish when it exits "
-            "(set BROKER_CLIENT=confluent or kafka-python to publish to Kafka)"
-        )
     sink = build_container(settings).sink()
     stop = GracefulStop(
         stopping="sending no more records; waiting for the ones sent to be acknowledged",
         abandoned="records not yet acknowledged may be lost",
     ).install()
+    if settings.broker_client == "memory":
+        log.warning(
+            "BROKER_CLIENT=memory: the records go to this process's embedded broker and vanish when it exits "
+            "(set BROKER_CLIENT=confluent or kafka-python to publish to Kafka)"
+        )
     with Progress(f"producing to {topic}", lambda: generated, count):
         summary = publish_all(
             records(),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -285,3 +286,22 @@ def test_kafka_local_extra_properties_may_end_with_a_newline(tmp_path: Path, ext
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-3:] == ["# KAFKA_LOCAL_EXTRA_PROPERTIES", "a.b=1", "c.d = 2"]
+
+
+def test_produce_stopped_by_sigint_speaks_of_records_and_exits_0() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "BROKER_", "LOG_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "produce", "--forever", "--rate", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), "BROKER_CLIENT": "memory"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    first = process.stderr.readline()  # logged once the signal handler is in place
+    assert "vanish when it exits" in first
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 0, rest
+    assert "SIGINT received: sending no more records; waiting for the ones sent to be acknowledged" in rest
+    assert " 0 failed" in rest and "Traceback" not in rest
+    for word in ("committing", "leaving the group", "offsets"):
+        assert word not in rest
