@@ -194,8 +194,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_port", ("METRICS_PORT",), _port, "9108",
             "Port for /metrics, /healthz and /readyz; 0 disables"),
     Setting("workers", ("WORKERS",), _integer(1), "1", "Consumer processes in this instance (pipeline run)"),
-    Setting("command_timeout_s", ("COMMAND_TIMEOUT",), _number(0), "30",
-            "Seconds `produce` waits for its records to be acknowledged before it gives up (exit 1)"),
+    Setting("command_timeout_s", ("COMMAND_TIMEOUT",), _number(1), "30",
+            "Seconds without an acknowledgement after which `pipeline produce` gives up (exit 1)"),
 )  # fmt: skip
 
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
