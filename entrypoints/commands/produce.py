@@ -70,9 +70,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     if summary.gave_up:
         raise EnvironmentProblem(
-            f"{summary.sent - summary.acknowledged:,} of {summary.sent:,} record(s) not acknowledged: none was for "
-            f"{settings.command_timeout_s:g}s (COMMAND_TIMEOUT), giving up"
-            + (f"; last error: {summary.last_error}" if summary.last_error else "")
+            f"no acknowledgement for {settings.command_timeout_s:g}s (COMMAND_TIMEOUT), giving up with "
+            f"{summary.sent - summary.acknowledged:,} of {summary.sent:,} record(s) not acknowledged"
+            + (f" (last error: {summary.last_error})" if summary.last_error else "")
             + "; check KAFKA_BOOTSTRAP_SERVERS and that the cluster is up"
         )
     if summary.failed:
