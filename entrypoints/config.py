@@ -406,6 +406,13 @@ def load_settings(
         sources[setting.key] = origin
         origins[setting.key] = where
 
+    last_port = values["metrics_port"] + values["workers"] - 1
+    if values["metrics_port"] and last_port > 65535:
+        raise ConfigError(
+            f"{sources['metrics_port'].replace('default', 'METRICS_PORT')}: {values['metrics_port']} leaves no port for the last of "
+            f"{values['workers']} workers (each serves on METRICS_PORT + its index, up to 65535)"
+        )
+
     properties = {}
     for variable, text in merged.items():
         property_name = client_property_name(variable)

@@ -193,3 +193,10 @@ def test_origins_say_where_each_value_came_from(tmp_path: Path) -> None:
 def test_a_flag_wins_over_dash_c() -> None:
     settings = load_settings({"LOG_LEVEL": "error"}, environ={}, flags={"log_level": "debug"})
     assert settings.log_level == "debug" and settings.sources["log_level"] == "--log-level"
+
+
+def test_workers_metrics_ports_must_all_exist() -> None:
+    with pytest.raises(ConfigError, match="METRICS_PORT: 65535 leaves no port for the last of 2 workers"):
+        load_settings(environ={"METRICS_PORT": "65535", "WORKERS": "2"})
+    assert load_settings(environ={"METRICS_PORT": "65534", "WORKERS": "2"}).workers == 2
+    assert load_settings(environ={"METRICS_PORT": "0", "WORKERS": "8"}).metrics_port == 0
