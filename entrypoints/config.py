@@ -408,9 +408,10 @@ def load_settings(
 
     last_port = values["metrics_port"] + values["workers"] - 1
     if values["metrics_port"] and last_port > 65535:
+        named = "METRICS_PORT" if sources["metrics_port"] == "default" else sources["metrics_port"]
         raise ConfigError(
-            f"{sources['metrics_port'].replace('default', 'METRICS_PORT')}: {values['metrics_port']} leaves no port for the last of "
-            f"{values['workers']} workers (each serves on METRICS_PORT + its index, up to 65535)"
+            f"{named}: {values['metrics_port']} leaves no port for the last of {values['workers']} workers"
+            " (each serves on METRICS_PORT + its index, up to 65535)"
         )
 
     properties = {}
