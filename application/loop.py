@@ -21,6 +21,7 @@ from domain.processing import LoginEventProcessor
 log = logging.getLogger(__name__)
 
 _BROKER_RETRY_CEILING_S = 30.0
+_OUTAGE_REMINDER_S = 60.0  # while the broker stays unavailable, one reminder at most this often
 _LAG_REPORT_INTERVAL_S = 5.0
 
 
@@ -57,6 +58,8 @@ class PipelineLoop(ABC):
         self._last_activity = self._clock.monotonic()  # last record or assignment: the idle clock's start
         self._partitions_were_unreadable = False  # at the last idle check
         self._last_lag_report = 0.0
+        self._outage_since = 0.0  # when the current broker outage began (monotonic)
+        self._outage_reminded = 0.0  # when it was last reported
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -184,8 +187,16 @@ class PipelineLoop(ABC):
         return False
 
     def _broker_down(self, error: BrokerUnavailable, failures: int) -> None:
+        now = self._clock.monotonic()
         if self.health.broker_available or failures == 1:
             log.warning("broker unavailable, retrying with backoff (not ready meanwhile): %s", error)
+            self._outage_since = self._outage_reminded = now
+        elif now - self._outage_reminded >= _OUTAGE_REMINDER_S:
+            self._outage_reminded = now
+            log.warning(
+                "broker still unavailable after %s (%d failed attempts), still retrying: %s",
+                _duration(now - self._outage_since), failures, error,
+            )  # fmt: skip
         self.health.broker_available = False
         self.health.last_error = str(error)
         self._serve()
@@ -194,7 +205,10 @@ class PipelineLoop(ABC):
 
     def _broker_up(self, failures: int) -> None:
         if failures:
-            log.info("broker reachable again after %d failed attempt(s)", failures)
+            log.info(
+                "broker reachable again after %d failed attempt(s) over %s",
+                failures, _duration(self._clock.monotonic() - self._outage_since),
+            )  # fmt: skip
             # An outage is not idleness: the idle timeout counts from the recovery, not the last record.
             self._last_activity = self._clock.monotonic()
         self.health.broker_available = True
@@ -217,6 +231,16 @@ class PipelineLoop(ABC):
             log.info("assigned %s", describe(assigned))
         if revoked:
             log.info("revoked %s", describe(revoked))
+
+
+def _duration(seconds: float) -> str:
+    """``45s``, ``3m05s``, ``2h10m``: how long an outage has lasted, for people."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def describe(partitions: Sequence[TopicPartition]) -> str:

@@ -1,21 +1,41 @@
 """The ``pipeline`` command line.
 
-Exit statuses: 0 success, 1 a runtime failure, 2 a usage or configuration
-mistake (one line on stderr naming what is wrong, no traceback).
+Exit statuses: 0 success, 1 a runtime failure (the cluster unreachable, an
+environment problem such as a port in use, a full disk or an unreadable file),
+2 a usage or configuration mistake, 130 interrupted, 141 output pipe closed.
+Every failure is one line on stderr naming the cause, never a traceback:
+``_report`` below is the one place that maps errors to that line and status.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from adapters.logging import configure_logging
-from application.errors import InvalidConfiguration
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration
 from entrypoints.commands import config as config_command
 from entrypoints.commands import demo, dlq, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
-from entrypoints.errors import UsageError
+from entrypoints.errors import EnvironmentProblem, UsageError
+
+log = logging.getLogger("pipeline")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like other Unix tools in a pipeline
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("user-login-pipeline")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -73,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pipeline",
         description="Validate, transform and route user-login events between Kafka topics.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", parents=[common], help="run the service")
@@ -93,8 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", parents=[common], help="run the pipeline over generated records on the embedded broker"
     )
-    demo.add_argument("--count", type=_positive_int, default=100_000, metavar="N")
-    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--count", type=_positive_int, default=100_000, metavar="N", help="records to generate (default 100000)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=42, metavar="S", help="generator seed; same seed, same records (default 42)"
+    )
     demo.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
     process = commands.add_parser("process", parents=[common], help="process a JSON-lines file offline")
@@ -148,28 +173,87 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = dict(args.overrides or [])
-    for key in ("broker_client", "bootstrap_servers", "log_level", "log_format"):
+    flags = {}
+    for key in ("broker_client", "bootstrap_servers", "log_level", "log_format", "workers"):
         value = getattr(args, key, None)
-        if value is not None:
-            overrides[key] = value
-    if getattr(args, "workers", None) is not None:  # the flag wins over WORKERS
-        overrides["workers"] = str(args.workers)
-    return load_settings(overrides, env_file=args.env_file)
+        if value is not None:  # a flag wins over -c and the environment
+            flags[key] = str(value)
+    return load_settings(dict(args.overrides or []), env_file=args.env_file, flags=flags)
+
+
+def _report(error: BaseException) -> int:
+    """The one line and the exit status for every failure a command may end with."""
+    if isinstance(error, ConfigError):
+        print(f"pipeline: configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(error, UsageError | InvalidConfiguration):
+        print(f"pipeline: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(error, BrokerUnavailable):
+        print(f"pipeline: {error} (check KAFKA_BOOTSTRAP_SERVERS and that the cluster is up)", file=sys.stderr)
+        return EXIT_FAILURE
+    if isinstance(error, FatalBrokerError | EnvironmentProblem):
+        print(f"pipeline: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if isinstance(error, OSError):
+        print(f"pipeline: error: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise error
+
+
+_REPORTED = (
+    ConfigError,
+    UsageError,
+    InvalidConfiguration,
+    BrokerUnavailable,
+    FatalBrokerError,
+    EnvironmentProblem,
+    OSError,
+)
+
+
+def describe_os_error(error: OSError) -> str:
+    """``/dev/full: No space left on device`` rather than ``[Errno 28] No space left on device: '/dev/full'``."""
+    reason = error.strerror or str(error)
+    if error.filename is not None:
+        return f"{error.filename}: {reason}"
+    return reason
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout has no descriptor (replaced by a test, say): nothing to flush
+        pass
+    finally:
+        os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, while it can still be handled
+        return status
+    except BrokenPipeError:  # `pipeline config | head -1`: the reader has all it wanted
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)
     except ConfigError as error:
-        print(f"pipeline: configuration error: {error}", file=sys.stderr)
-        return 2
+        return _report(error)
     log_level = settings.log_level
     if args.command in ("demo", "process") and settings.sources.get("log_level") == "default":
         log_level = "warning"  # these print their own summary; service chatter would bury it
     configure_logging(log_level, settings.log_format, secrets=settings.secret_values())
+    for warning in settings.warnings:
+        log.warning("%s", warning)
 
     handlers = {
         "run": service.run,
@@ -183,12 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args, settings)
-    except (UsageError, ConfigError, InvalidConfiguration) as error:
-        print(f"pipeline: error: {error}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:
+        raise  # handled in main(), quietly
+    except _REPORTED as error:
+        return _report(error)
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

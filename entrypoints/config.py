@@ -7,6 +7,8 @@ messages and the README's configuration table all come from that one list.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import socket
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
@@ -68,6 +71,13 @@ def _boolean(text: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _port(text: str) -> int:
+    value = _integer(0)(text)
+    if value > 65535:
+        raise ValueError(f"must be a TCP port between 0 and 65535, got {value}")
+    return value
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -181,9 +191,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", ("LOG_LEVEL", "LEVEL"), _choice("trace", "debug", "info", "warning", "error", "critical"),
             "info", "Log level"),
     Setting("log_format", ("LOG_FORMAT",), _choice("text", "json"), "text", "text for people, json for collectors"),
-    Setting("metrics_port", ("METRICS_PORT",), _integer(0), "9108",
+    Setting("metrics_port", ("METRICS_PORT",), _port, "9108",
             "Port for /metrics, /healthz and /readyz; 0 disables"),
     Setting("workers", ("WORKERS",), _integer(1), "1", "Consumer processes in this instance (pipeline run)"),
+    Setting("command_timeout_s", ("COMMAND_TIMEOUT",), _number(1), "30",
+            "Seconds without an acknowledgement after which `pipeline produce` gives up (exit 1)"),
 )  # fmt: skip
 
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -211,6 +223,8 @@ class Settings:
     client_properties: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> the variable or flag it came from
     worker_index: int = 0  # which of `pipeline run --workers N` processes this is
+    origins: Mapping[str, str] = field(default_factory=dict)  # key -> where from, for people: ".env /x/.env", ...
+    warnings: tuple[str, ...] = ()  # things worth a warning once logging is set up (e.g. unknown .env keys)
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -219,14 +233,16 @@ class Settings:
             raise AttributeError(key) from None
 
     def replace(self, **overrides: Any) -> Settings:
-        return Settings({**self.values, **overrides}, self.client_properties, self.sources, self.worker_index)
+        return Settings(
+            {**self.values, **overrides}, self.client_properties, self.sources, self.worker_index, self.origins
+        )
 
     def secret_values(self) -> list[str]:
         """Client property values that must never reach a log line (passwords, keys, tokens)."""
         return [v for k, v in self.client_properties.items() if any(marker in k for marker in SECRET_MARKERS)]
 
     def for_worker(self, index: int) -> Settings:
-        return Settings(self.values, self.client_properties, self.sources, index)
+        return Settings(self.values, self.client_properties, self.sources, index, self.origins)
 
     def effective_transactional_id(self, instance_slot: int | None) -> str:
         """TRANSACTIONAL_ID (per worker), else group.input.host.slot: see entrypoints/instance.py for why."""
@@ -276,29 +292,85 @@ def client_property_name(variable: str) -> str | None:
     return variable[len("KAFKA_") :].lower().replace("_", ".")
 
 
+def _read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """The file's NAME=VALUE pairs, and a warning for lines that are not such a pair (none if all are)."""
+    if path.is_dir():
+        raise ConfigError(f"ENV_FILE: {path} is a directory, not a file of NAME=VALUE lines")
+    if not path.is_file():
+        raise ConfigError(f"ENV_FILE: {path} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"ENV_FILE: cannot read {path}: {error.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"ENV_FILE: {path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    bad_lines = [str(binding.original.line) for binding in parse_stream(io.StringIO(text)) if binding.error]
+    dotenv_log = logging.getLogger("dotenv.main")
+    disabled, dotenv_log.disabled = dotenv_log.disabled, True  # its warning does not name the file: ours does
+    try:
+        values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+    finally:
+        dotenv_log.disabled = disabled
+    warnings = []
+    if bad_lines:
+        warnings.append(
+            f"{path}: ignored line(s) {', '.join(bad_lines)}: not NAME=VALUE (quote values with spaces or #)"
+        )
+    return values, warnings
+
+
+# Names a shared .env may hold for other tools: docker-compose.yml's own (see .env.example).
+_OTHER_TOOLS_PREFIXES = ("STACK_", "COMPOSE_", "DOCKER_")
+
+
+def _unknown_names(names: Mapping[str, str]) -> list[str]:
+    """Names that are neither a setting, a client property (KAFKA_*) nor another tool's (STACK_*, ...)."""
+    return sorted(
+        name
+        for name in names
+        if name not in _KNOWN_NAMES
+        and name != "ENV_FILE"
+        and not name.startswith("KAFKA_")
+        and not name.startswith(_OTHER_TOOLS_PREFIXES)
+    )
+
+
 def load_settings(
     overrides: Mapping[str, str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     env_file: str | Path | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every setting; raises ConfigError naming the first bad one.
 
-    ``overrides`` are CLI values keyed by setting key or variable name. The
-    ``.env`` file (``ENV_FILE``, else ``./.env`` when present) is read first and
-    the real environment wins over it, as in the Go consumer.
+    ``overrides`` are ``-c NAME=VALUE`` values keyed by setting key or variable
+    name; ``flags`` are command-line options keyed by setting key (they win over
+    ``-c``). The ``.env`` file (``ENV_FILE``, else ``./.env`` when present) is
+    read first and the real environment wins over it, as in the Go consumer.
     """
     environ = dict(os.environ if environ is None else environ)
-    path = Path(env_file or environ.get("ENV_FILE") or ".env")
+    path = Path(env_file or environ.get("ENV_FILE") or ".env").absolute()
     file_values: dict[str, str] = {}
+    warnings: list[str] = []
     if env_file is not None or "ENV_FILE" in environ or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"ENV_FILE: {path} does not exist")
-        file_values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+        file_values, warnings = _read_env_file(path)
+        unknown = _unknown_names(file_values)
+        if unknown:
+            warnings.append(
+                f"{path}: ignored unknown setting(s) {', '.join(unknown)} (see `pipeline config --markdown`)"
+            )
     merged = {**file_values, **environ}
+    file_label = f".env {path}"
 
     by_name = {name: setting for setting in SETTINGS for name in setting.names}
-    cli: dict[str, tuple[str, str]] = {}
+    cli: dict[str, tuple[str, str, str]] = {}  # key -> (text, name for errors, origin for people)
+    cli_properties: dict[str, str] = {}  # KAFKA_* variable given with -c -> origin for people
     for name, text in (overrides or {}).items():
         setting = _BY_KEY.get(name) or by_name.get(name.upper())
         if setting is None:
@@ -306,33 +378,51 @@ def load_settings(
             if property_name is None:
                 raise ConfigError(f"{name}: unknown setting (see `pipeline config` for the list)")
             merged[name.upper()] = text
+            cli_properties[name.upper()] = f"-c {name}"
             continue
-        typed_as_variable = name.upper() in by_name
-        cli[setting.key] = (text, name.upper() if typed_as_variable else f"--{setting.key.replace('_', '-')}")
+        named = name.upper() if name.upper() in by_name else setting.name
+        cli[setting.key] = (text, named, f"-c {name}")
+    for key, text in (flags or {}).items():
+        flag = f"--{key.replace('_', '-')}"
+        cli[key] = (text, flag, f"flag {flag}")
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    origins: dict[str, str] = {}
     for setting in SETTINGS:
-        origin, text = "default", setting.default
+        origin, text, where = "default", setting.default, "default"
         if setting.key in cli:
-            text, origin = cli[setting.key]
+            text, origin, where = cli[setting.key]
         else:
             for name in setting.names:
                 if name in merged:
                     text, origin = merged[name], name
+                    where = f"{name} from environment" if name in environ else f"{name} from {file_label}"
                     break
         try:
             values[setting.key] = setting.parse(text)
         except ValueError as error:
             raise ConfigError(f"{origin if origin != 'default' else setting.name}: {error}") from None
         sources[setting.key] = origin
+        origins[setting.key] = where
+
+    last_port = values["metrics_port"] + values["workers"] - 1
+    if values["metrics_port"] and last_port > 65535:
+        named = "METRICS_PORT" if sources["metrics_port"] == "default" else sources["metrics_port"]
+        raise ConfigError(
+            f"{named}: {values['metrics_port']} leaves no port for the last of {values['workers']} workers"
+            " (each serves on METRICS_PORT + its index, up to 65535)"
+        )
 
     properties = {}
     for variable, text in merged.items():
         property_name = client_property_name(variable)
         if property_name is not None:
             properties[property_name] = text
-    return Settings(values, properties, sources)
+            origins[f"client:{property_name}"] = cli_properties.get(variable) or (
+                f"{variable} from environment" if variable in environ else f"{variable} from {file_label}"
+            )
+    return Settings(values, properties, sources, origins=origins, warnings=tuple(warnings))
 
 
 def settings_table_markdown() -> str:

@@ -8,6 +8,11 @@ from entrypoints.config import SECRET_MARKERS, SETTINGS, Settings, settings_tabl
 
 
 def _shown(value: object) -> str:
+    """A value as one writes it in the settings table and in ``.env``: ``true``, ``0``, ``30``, ``a,b``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, tuple):
         return ",".join(str(part) for part in value)
     return "off" if value is None else str(value)
@@ -19,9 +24,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     width = max(len(setting.name) for setting in SETTINGS)
     for setting in SETTINGS:
-        origin = settings.sources.get(setting.key, "default")
+        origin = settings.origins.get(setting.key) or settings.sources.get(setting.key, "default")
         print(f"{setting.name:<{width}}  {_shown(settings.values[setting.key]):<28} ({origin})")
     for name, value in sorted(settings.client_properties.items()):
         masked = "***" if any(marker in name for marker in SECRET_MARKERS) else value
-        print(f"{'client: ' + name:<{width}}  {masked}")
+        origin = settings.origins.get(f"client:{name}", "")
+        print(
+            f"{'client: ' + name:<{width}}  {masked:<28} ({origin})"
+            if origin
+            else f"{'client: ' + name:<{width}}  {masked}"
+        )
     return 0

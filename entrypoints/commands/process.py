@@ -1,17 +1,22 @@
-"""``pipeline process``: the same pipeline over JSON-lines files, for offline checks and backfills."""
+"""``pipeline process``: the same pipeline over JSON-lines files, for offline checks and backfills.
+
+Both outputs are written beside their targets and renamed into place only once
+the whole input is done: a run that fails (a bad path, a full disk, Ctrl-C)
+leaves the files that were there before exactly as they were.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import ExitStack
+import threading
 from pathlib import Path
 
-from adapters.files import JsonLinesSink, JsonLinesSource
+from adapters.files import JsonLinesSink, JsonLinesSource, OutputFile
 from application.pipeline import Pipeline
 from entrypoints.config import Settings
 from entrypoints.container import build_container
-from entrypoints.errors import UsageError
+from entrypoints.errors import EnvironmentProblem, UsageError
 from entrypoints.progress import Progress
 
 
@@ -22,23 +27,47 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     targets = [Path(args.out).resolve(), Path(args.dlq).resolve()]
     if targets[0] == targets[1] or (args.input != "-" and source_path.resolve() in targets):
         raise UsageError("INPUT, --out and --dlq must be three different files")
+    try:
+        source_path.open("rb").close()
+    except OSError as error:
+        raise EnvironmentProblem(f"cannot read {args.input}: {error.strerror}") from None
 
     settings = settings.replace(broker_client="memory", commit_interval_ms=0, poll_timeout_ms=0)
     container = build_container(settings)
     pipeline_settings = settings.pipeline_settings()
-    with ExitStack() as files:
+    outputs = [OutputFile(args.out), OutputFile(args.dlq)]
+    failed = threading.Event()  # a write failed: stop reading, the run has failed
+    try:
         try:
-            output = files.enter_context(open(args.out, "wb"))
-            dead_letters = files.enter_context(open(args.dlq, "wb"))
+            output, dead_letters = (target.open() for target in outputs)
         except OSError as error:
             raise UsageError(f"cannot write {error.filename}: {error.strerror}") from None
         source = JsonLinesSource(source_path, settings.input_topic)
         sink = JsonLinesSink(
-            output, dead_letters, output_topic=pipeline_settings.output_topic, dlq_topic=pipeline_settings.dlq_topic
+            output,
+            dead_letters,
+            output_topic=pipeline_settings.output_topic,
+            dlq_topic=pipeline_settings.dlq_topic,
+            names={pipeline_settings.output_topic: args.out, pipeline_settings.dlq_topic: args.dlq},
+            on_failure=failed.set,
         )
         pipeline: Pipeline = container.pipeline(source=source, sink=sink)
-        with Progress("processing", lambda: pipeline.stats.consumed):
-            stats = pipeline.run(idle_timeout_s=0.0)
+        try:
+            with Progress("processing", lambda: pipeline.stats.consumed):
+                stats = pipeline.run(failed, idle_timeout_s=0.0)
+            if sink.error is not None:
+                raise sink.error
+            for target in outputs:
+                target.finish()
+            for target in outputs:
+                target.commit()
+        except OSError as error:
+            raise EnvironmentProblem(
+                f"cannot write {error.filename}: {error.strerror} (files that existed before were left as they were)"
+            ) from None
+    finally:
+        for target in outputs:
+            target.discard()
     rejected = sum(stats.dead_lettered.values())
     reasons = ", ".join(
         f"{reason} {count}" for reason, count in sorted(stats.dead_lettered.items(), key=lambda i: -i[1])

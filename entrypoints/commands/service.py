@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from adapters.http import OperationsServer
 from adapters.logging import configure_logging
 from application.errors import FatalBrokerError, InvalidConfiguration
 from entrypoints.commands.topics import ensure_topics, report
 from entrypoints.config import Settings
-from entrypoints.container import build_container
+from entrypoints.container import Container, build_container
+from entrypoints.errors import EnvironmentProblem
 from entrypoints.signals import GracefulStop
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
     """One consumer-group member until stopped; exit status 0 after a clean stop."""
     container = build_container(settings)
-    server = container.operations_server() if settings.metrics_port else None
+    server = _operations_server(container, settings) if settings.metrics_port else None
     if server is not None:
         server.start()
     try:
@@ -69,6 +71,20 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
     return 0
 
 
+def _operations_server(container: Container, settings: Settings) -> OperationsServer:
+    try:
+        server: OperationsServer = container.operations_server()
+    except OSError as error:
+        setting = (
+            "METRICS_PORT" if settings.worker_index == 0 else f"METRICS_PORT + worker index {settings.worker_index}"
+        )
+        raise EnvironmentProblem(
+            f"cannot serve /metrics, /healthz and /readyz on port {settings.metrics_port} ({setting}): "
+            f"{error.strerror}; free the port, or choose another with METRICS_PORT (0 disables)"
+        ) from None
+    return server
+
+
 def _worker(settings: Settings, options: RunOptions) -> None:
     """Entry point of one spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group; the parent decides
@@ -84,6 +100,9 @@ def _worker(settings: Settings, options: RunOptions) -> None:
     except InvalidConfiguration as error:
         log.error("%s", error)
         sys.exit(2)
+    except EnvironmentProblem as error:
+        log.error("%s", error)
+        sys.exit(1)
 
 
 def supervise(settings: Settings, options: RunOptions) -> int:

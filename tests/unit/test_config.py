@@ -88,6 +88,7 @@ def test_client_properties_come_from_kafka_variables() -> None:
         ({"CHECK_IP": "maybe"}, "CHECK_IP"),
         ({"INPUT_TOPIC": "  "}, "INPUT_TOPIC"),
         ({"ENV_FILE": "/nonexistent/.env"}, "ENV_FILE"),
+        ({"COMMAND_TIMEOUT": "0"}, "COMMAND_TIMEOUT"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], named: str) -> None:
@@ -115,3 +116,87 @@ def test_pipeline_settings_convert_units() -> None:
     ).pipeline_settings()
     assert (pipeline.retry.base_backoff_s, pipeline.retry.max_backoff_s, pipeline.poll_timeout_s) == (0.25, 4.0, 0.1)
     assert pipeline.max_records_per_second is None
+
+
+@pytest.mark.parametrize("text", ["99999", "65536", "-1"])
+def test_a_port_out_of_range_names_the_setting(text: str) -> None:
+    with pytest.raises(ConfigError, match="METRICS_PORT"):
+        load_settings(environ={"METRICS_PORT": text})
+
+
+def test_the_whole_port_range_is_accepted() -> None:
+    assert load_settings(environ={"METRICS_PORT": "65535"}).metrics_port == 65535
+    assert load_settings(environ={"METRICS_PORT": "0"}).metrics_port == 0
+
+
+def test_an_env_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    env_file = tmp_path / "latin1.env"
+    env_file.write_bytes("RETRY_LIMIT=3\nINPUT_TOPIC=caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"ENV_FILE: {env_file} is not UTF-8 text \(byte 0xe9 on line 2\)"):
+        load_settings(environ={}, env_file=env_file)
+
+
+def test_an_env_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"ENV_FILE: {tmp_path} is a directory"):
+        load_settings(environ={}, env_file=tmp_path)
+
+
+def test_unparsable_env_lines_give_one_warning_naming_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env_file = tmp_path / "settings.env"
+    env_file.write_text("RETRY_LIMIT=3\nthis is not a setting\n# a comment\nBATCH_SIZE=7\n'broken\n")
+    with caplog.at_level("DEBUG"):
+        settings = load_settings(environ={}, env_file=env_file)
+    assert (settings.retry_limit, settings.batch_size) == (3, 7)
+    assert len(settings.warnings) == 1
+    assert str(env_file) in settings.warnings[0] and "line(s) 2, 5" in settings.warnings[0]
+    assert not [record for record in caplog.records if record.name.startswith("dotenv")], "python-dotenv's own"
+
+
+def test_unknown_names_in_env_file_give_one_warning_naming_the_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("RETRY_LIMIT=3\nRETRY_LIMT=4\nKAFKA_SASL_MECHANISM=PLAIN\nKAFKA_LOCAL_PORT=1\nMETRIC_PORT=1\n")
+    settings = load_settings(environ={}, env_file=env_file)
+    assert settings.warnings == (
+        f"{env_file}: ignored unknown setting(s) METRIC_PORT, RETRY_LIMT (see `pipeline config --markdown`)",
+    )
+    assert load_settings(environ={}, env_file=_write(tmp_path / "ok.env", "RETRY_LIMIT=3\n")).warnings == ()
+
+
+def test_the_example_env_file_gives_no_warning() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"  # copied to .env for the compose stack
+    assert load_settings(environ={}, env_file=example).warnings == ()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_origins_say_where_each_value_came_from(tmp_path: Path) -> None:
+    env_file = _write(tmp_path / ".env", "RETRY_LIMIT=3\nKAFKA_SASL_MECHANISM=PLAIN\n")
+    settings = load_settings(
+        {"batch_size": "9", "KAFKA_SASL_PASSWORD": "x"},
+        environ={"ENV_FILE": str(env_file), "INPUT_TOPIC": "in"},
+        flags={"log_level": "debug"},
+    )
+    assert settings.origins["retry_limit"] == f"RETRY_LIMIT from .env {env_file}"
+    assert settings.origins["input_topic"] == "INPUT_TOPIC from environment"
+    assert settings.origins["batch_size"] == "-c batch_size"
+    assert settings.origins["log_level"] == "flag --log-level"
+    assert settings.origins["output_topic"] == "default"
+    assert settings.origins["client:sasl.mechanism"] == f"KAFKA_SASL_MECHANISM from .env {env_file}"
+    assert settings.origins["client:sasl.password"] == "-c KAFKA_SASL_PASSWORD"
+
+
+def test_a_flag_wins_over_dash_c() -> None:
+    settings = load_settings({"LOG_LEVEL": "error"}, environ={}, flags={"log_level": "debug"})
+    assert settings.log_level == "debug" and settings.sources["log_level"] == "--log-level"
+
+
+def test_workers_metrics_ports_must_all_exist() -> None:
+    with pytest.raises(ConfigError, match="METRICS_PORT: 65535 leaves no port for the last of 2 workers"):
+        load_settings(environ={"METRICS_PORT": "65535", "WORKERS": "2"})
+    assert load_settings(environ={"METRICS_PORT": "65534", "WORKERS": "2"}).workers == 2
+    assert load_settings(environ={"METRICS_PORT": "0", "WORKERS": "8"}).metrics_port == 0
