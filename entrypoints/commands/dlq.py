@@ -16,7 +16,7 @@ from application.dlq import (
     replay_dead_letters,
     replay_group,
 )
-from application.errors import BrokerUnavailable, GroupInUse
+from application.errors import GroupInUse
 from application.messages import header_value
 from entrypoints.config import Settings
 from entrypoints.container import Container, build_container
@@ -45,11 +45,7 @@ def _positions(container: Container, settings: Settings, *, from_beginning: bool
 
 def inspect(args: argparse.Namespace, settings: Settings) -> int:
     container = build_container(settings)
-    try:
-        positions = _positions(container, settings)
-    except BrokerUnavailable as unreachable:
-        print(f"pipeline: {unreachable}", file=sys.stderr)
-        return 1
+    positions = _positions(container, settings)  # BrokerUnavailable: reported by the CLI, like every failure
     # A group of its own that never commits: inspecting moves nobody's position.
     source = container.source(
         group_id=f"{settings.consumer_group}.dlq-inspect.{datetime.now(UTC):%Y%m%d%H%M%S%f}",
@@ -95,9 +91,6 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         positions = _positions(container, settings, from_beginning=args.from_beginning)
     except GroupInUse as error:
         print(f"pipeline: cannot start the replays over: {error}; stop the replay that is running", file=sys.stderr)
-        return 1
-    except BrokerUnavailable as error:
-        print(f"pipeline: {error}", file=sys.stderr)
         return 1
     target = args.to or settings.input_topic
     source = container.source(group_id=replay_group(settings.consumer_group, args.reason), auto_offset_reset="earliest")
