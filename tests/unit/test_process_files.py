@@ -82,15 +82,6 @@ def test_an_unreadable_input_is_one_line(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.jsonl"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; the monkeypatched test above covers it")
-def test_an_unreadable_input_really_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    secret = tmp_path / "in.jsonl"
-    secret.write_text("{}\n")
-    secret.chmod(0)
-    assert cli.main(["process", str(secret), "--out", str(tmp_path / "o"), "--dlq", str(tmp_path / "d")]) == 1
-    assert "Permission denied" in capsys.readouterr().err
-
-
 def test_output_file_appears_only_on_commit_and_discard_keeps_the_old_one(tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
     target.write_text("old\n")
