@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from application.errors import BrokerUnavailable
 from application.health import HealthState
-from application.messages import ConsumedRecord, TopicPartition
+from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition, record_bytes
 from application.ports import Clock, MessageSource, Metrics
 from application.rate_limit import RateLimiter
 from application.routing import RecordRouter
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 _BROKER_RETRY_CEILING_S = 30.0
 _LAG_REPORT_INTERVAL_S = 5.0
+# A partition stopped at a refused dead letter says so at most this often (it stays stopped meanwhile).
+STALL_LOG_INTERVAL_S = 60.0
 
 
 class PipelineLoop(ABC):
@@ -99,6 +101,30 @@ class PipelineLoop(ABC):
     def _start(self) -> None:  # noqa: B027 - optional hook
         """Work before subscribing (e.g. fencing a predecessor)."""
 
+    def _producer_limit(self) -> int | None:
+        """The largest record the sink's producer lets through, where known."""
+        return None
+
+    def _check_message_limits(self) -> None:
+        """Say once, at start, when the DLQ or the producer takes less than the input topic may hold."""
+        settings = self._settings
+        wanted = settings.input_max_message_bytes
+        if wanted is None:
+            return
+        short = []
+        if settings.dlq_max_message_bytes is not None and settings.dlq_max_message_bytes < wanted:
+            short.append(f"DLQ topic {settings.dlq_topic} takes at most {settings.dlq_max_message_bytes} bytes")
+        producer = self._producer_limit()
+        if producer is not None and producer < wanted:
+            short.append(f"the producer sends at most {producer} bytes")
+        if short:
+            log.warning(
+                "%s, but input topic %s holds records of up to %d bytes (max.message.bytes): a record that large "
+                "cannot be dead-lettered and would stop its partition; raise %s's max.message.bytes (and any "
+                "producer message.max.bytes / max_request_size setting) to at least %d",
+                " and ".join(short), settings.input_topic, wanted, settings.dlq_topic, wanted,
+            )  # fmt: skip
+
     # -- the loop -------------------------------------------------------------------------------
 
     def run(
@@ -113,6 +139,7 @@ class PipelineLoop(ABC):
         Every way out finishes in-flight work and commits what was delivered.
         """
         self._stop = stop or threading.Event()
+        self._check_message_limits()
         self._start()
         self._source.subscribe([self._settings.input_topic], self)
         self.health.running = True
@@ -226,3 +253,24 @@ def describe(partitions: Sequence[TopicPartition]) -> str:
     for partition in partitions:
         by_topic.setdefault(partition.topic, []).append(partition.partition)
     return ", ".join(f"{topic}{sorted(numbers)}" for topic, numbers in sorted(by_topic.items()))
+
+
+def describe_stall(
+    record: ConsumedRecord,
+    dlq_topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    error: DeliveryError,
+    dlq_limit: int | None,
+) -> str:
+    """The ERROR line (and the readiness reason) for a partition stopped at a dead letter refused for good."""
+    size = record_bytes(key, value, headers)
+    limit = f"{dlq_limit} bytes" if dlq_limit is not None else "unknown"
+    return (
+        f"partition {record.topic}[{record.partition}] stopped at offset {record.offset}: its dead letter "
+        f"({size} bytes) is refused by {dlq_topic} (max.message.bytes {limit}): {error}. Nothing past it is "
+        f"committed; the other partitions go on. Remedy: raise max.message.bytes of {dlq_topic} above "
+        f"{size} bytes (the partition then resumes by itself), or replay offset {record.offset} of "
+        f"{record.topic}[{record.partition}] elsewhere and move the group past it"
+    )

@@ -168,6 +168,9 @@ class TransactionalPipeline(PipelineLoop):
     def _finish(self) -> None:
         """Nothing is ever in flight between batches: each one committed or aborted before the next poll."""
 
+    def _producer_limit(self) -> int | None:
+        return self._sink.max_message_bytes()
+
     def _close(self) -> None:
         try:
             self._source.close()
