@@ -269,7 +269,8 @@ def describe_stall(
     limit = f"{dlq_limit} bytes" if dlq_limit is not None else "unknown"
     return (
         f"partition {record.topic}[{record.partition}] stopped at offset {record.offset}: its dead letter "
-        f"({size} bytes) is refused by {dlq_topic} (max.message.bytes {limit}): {error}. Nothing past it is "
+        f"({size} bytes with headers, value {len(value or b'')} bytes) is refused by {dlq_topic} "
+        f"(max.message.bytes {limit}): {error}. Nothing past it is "
         f"committed; the other partitions go on. Remedy: raise max.message.bytes of {dlq_topic} above "
         f"{size} bytes (the partition then resumes by itself), or replay offset {record.offset} of "
         f"{record.topic}[{record.partition}] elsewhere and move the group past it"
