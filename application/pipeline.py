@@ -130,6 +130,11 @@ class Pipeline(PipelineLoop):
     def _finish(self) -> None:
         if not self._drain(self._settings.shutdown_timeout_s):
             log.warning("shutdown: %d record(s) not acknowledged in time; they will be re-read", self._in_flight)
+        elif self._in_flight:
+            log.warning(
+                "shutdown: %d record(s) whose dead letter the DLQ refuses stay uncommitted; they will be re-read",
+                self._in_flight,
+            )
         self._report()
         self._commit(asynchronous=False)
 
@@ -239,6 +244,11 @@ class Pipeline(PipelineLoop):
             self._refresh_stalls()
         self._schedule_retry(delivery)
 
+    def _refused_for_good(self) -> int:
+        if not self._blocked_dead_letters:
+            return 0
+        return sum(1 for error in self._blocked_dead_letters.values() if not error.retriable)
+
     def _stall_text(self, delivery: _Delivery, error: DeliveryError) -> str:
         return describe_stall(
             delivery.record, delivery.topic, delivery.key, delivery.value, delivery.headers, error,
@@ -336,9 +346,12 @@ class Pipeline(PipelineLoop):
         self._metrics.committed(len(offsets))
 
     def _drain(self, timeout_s: float) -> bool:
-        """Serve acknowledgements and due retries until nothing is in flight or time runs out."""
+        """Serve acknowledgements and due retries until nothing is in flight or time runs out.
+
+        Dead letters the DLQ refuses for good are not waited for: only an operator can change that.
+        """
         deadline = self._clock.monotonic() + timeout_s
-        while self._in_flight > 0:
+        while self._in_flight > self._refused_for_good():
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 return False
