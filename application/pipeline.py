@@ -228,7 +228,8 @@ class Pipeline(PipelineLoop):
             return
         # The DLQ itself refused the record: never drop it, never commit past it; stop its partition
         # (the others keep flowing) and keep trying, so that it resumes once the DLQ takes the record.
-        newly = delivery not in self._blocked_dead_letters
+        previous = self._blocked_dead_letters.get(delivery)
+        newly = previous is None or previous.retriable != error.retriable  # new, or from transient to for good
         self._blocked_dead_letters[delivery] = error
         now = self._clock.monotonic()
         if newly or now - self._stall_logged.get(delivery, now) >= STALL_LOG_INTERVAL_S:
