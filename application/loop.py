@@ -263,15 +263,23 @@ def describe_stall(
     headers: Headers,
     error: DeliveryError,
     dlq_limit: int | None,
+    producer_limit: int | None,
 ) -> str:
     """The ERROR line (and the readiness reason) for a partition stopped at a dead letter refused for good."""
     size = record_bytes(key, value, headers)
-    limit = f"{dlq_limit} bytes" if dlq_limit is not None else "unknown"
+    where = f"{record.topic}[{record.partition}]"
+    if producer_limit is not None and size > producer_limit:
+        refused = f"is refused by the producer (it sends at most {producer_limit} bytes)"
+        remedy = (
+            "raise the producer's message.max.bytes (kafka-python: max_request_size) above "
+            f"{size} bytes, or leave it unset so that it follows the input topic, and restart"
+        )
+    else:
+        limit = f"{dlq_limit} bytes" if dlq_limit is not None else "unknown"
+        refused = f"is refused by {dlq_topic} (max.message.bytes {limit})"
+        remedy = f"raise max.message.bytes of {dlq_topic} above {size} bytes (the partition then resumes by itself)"
     return (
-        f"partition {record.topic}[{record.partition}] stopped at offset {record.offset}: its dead letter "
-        f"({size} bytes with headers, value {len(value or b'')} bytes) is refused by {dlq_topic} "
-        f"(max.message.bytes {limit}): {error}. Nothing past it is "
-        f"committed; the other partitions go on. Remedy: raise max.message.bytes of {dlq_topic} above "
-        f"{size} bytes (the partition then resumes by itself), or replay offset {record.offset} of "
-        f"{record.topic}[{record.partition}] elsewhere and move the group past it"
+        f"partition {where} stopped at offset {record.offset}: its dead letter ({size} bytes with headers, "
+        f"value {len(value or b'')} bytes) {refused}: {error}. Nothing past it is committed; the other partitions "
+        f"go on. Remedy: {remedy}, or replay offset {record.offset} of {where} elsewhere and move the group past it"
     )

@@ -253,7 +253,7 @@ class Pipeline(PipelineLoop):
     def _stall_text(self, delivery: _Delivery, error: DeliveryError) -> str:
         return describe_stall(
             delivery.record, delivery.topic, delivery.key, delivery.value, delivery.headers, error,
-            self._settings.dlq_max_message_bytes,
+            self._settings.dlq_max_message_bytes, self._producer_limit(),
         )  # fmt: skip
 
     def _refresh_stalls(self) -> None:

@@ -190,7 +190,7 @@ class TransactionalPipeline(PipelineLoop):
             record, item = records[index], routed[index]
             text = describe_stall(
                 record, item.topic, item.key, item.value, item.headers, self._failures[index],
-                self._settings.dlq_max_message_bytes,
+                self._settings.dlq_max_message_bytes, self._producer_limit(),
             )  # fmt: skip
             stall = self._stalls.get(partition)
             if stall is None or now - stall.logged_at >= STALL_LOG_INTERVAL_S:

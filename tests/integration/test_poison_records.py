@@ -172,17 +172,33 @@ def test_an_oversized_record_reaches_a_dlq_the_service_created_byte_for_byte(
     assert limits[topics.dlq] >= limits[topics.input] == INPUT_LIMIT
 
 
+# The producer's limit, set by hand below the record (the issue's crash: refused at produce() time).
+PRODUCER_LIMIT = {"confluent": "KAFKA_PRODUCER_MESSAGE_MAX_BYTES", "kafka-python": "KAFKA_PRODUCER_MAX_REQUEST_SIZE"}
+
+
+@pytest.mark.parametrize("refused_by", ["dlq", "producer"])
 @pytest.mark.parametrize(("client", "guarantee"), COMBINATIONS)
-def test_a_dlq_too_small_for_the_record_stops_only_its_partition(
-    kafka_bootstrap: str, client: str, guarantee: str
+def test_a_dead_letter_refused_for_good_stops_only_its_partition(
+    kafka_bootstrap: str, client: str, guarantee: str, refused_by: str
 ) -> None:
+    """``dlq``: an existing DLQ of the broker's default size refuses it in the delivery report.
+    ``producer``: a DLQ with room for it, but a producer limit set below the record refuses it when queued."""
     kit = kit_for(client, kafka_bootstrap)
     suffix = uuid.uuid4().hex[:8]
-    topics = Topics(input_topic(kit), kit.topic(4), kit.topic(4), f"poison-{suffix}")  # a DLQ of the default size
+    if refused_by == "dlq":
+        topics = Topics(input_topic(kit), kit.topic(4), kit.topic(4), f"poison-{suffix}")
+        args: tuple[str, ...] = ()
+        settings = {}
+    else:
+        topics = Topics(input_topic(kit), kit.topic(4), f"poison-dlq-{suffix}", f"poison-{suffix}")
+        args = ("--ensure-topics",)
+        settings = {PRODUCER_LIMIT[client]: "1500000"}
     produce(client, kafka_bootstrap, topics.input, 2_000)
     [big] = [r for r in kit.read_all(topics.input, 2_001, timeout_s=60) if r.value == BIG]
 
-    service = Service(kafka_bootstrap, client, topics, PROCESSING_GUARANTEE=guarantee, SHUTDOWN_TIMEOUT="2")
+    service = Service(
+        kafka_bootstrap, client, topics, *args, PROCESSING_GUARANTEE=guarantee, SHUTDOWN_TIMEOUT="2", **settings
+    )
     deadline = time.monotonic() + 120
     while True:
         assert service.process.poll() is None, f"the service exited ({service.process.returncode}):\n{service.output()}"
@@ -198,7 +214,15 @@ def test_a_dlq_too_small_for_the_record_stops_only_its_partition(
 
     reason = body["reason"]
     assert f"{topics.input}[{big.partition}] stopped at offset {big.offset}" in reason
-    assert "max.message.bytes" in reason and topics.dlq in reason
+    if refused_by == "dlq":
+        admin = kit.admin()
+        try:
+            dlq_limit = admin.max_message_bytes([topics.dlq])[topics.dlq]
+        finally:
+            admin.close()
+        assert f"refused by {topics.dlq} (max.message.bytes {dlq_limit} bytes)" in reason
+    else:
+        assert "refused by the producer (it sends at most 1500000 bytes)" in reason
     assert committed[big.partition] == big.offset, "nothing committed past the record"
     assert re.search(_STALLED, metrics_text(service.port)) is not None
     assert float(_STALLED.findall(metrics_text(service.port))[0]) == 1
@@ -210,6 +234,9 @@ def test_a_dlq_too_small_for_the_record_stops_only_its_partition(
     assert len(errors) == 1, errors  # once, then at most once a minute; this run was shorter
     assert str(len(BIG)) in errors[0] and "Remedy" in errors[0]
     assert "Traceback" not in log
+    if refused_by == "producer":  # said once at start, naming both sizes
+        [warning] = [line for line in log.splitlines() if "WARNING" in line and "producer sends at most" in line]
+        assert "1500000" in warning and str(INPUT_LIMIT) in warning
 
     committed, ends = committed_and_end(kafka_bootstrap, topics.group, topics.input)
     assert committed[big.partition] == big.offset, "not even on the way out"
