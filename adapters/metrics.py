@@ -24,6 +24,7 @@ METRIC_NAMES = (
     "pipeline_consumer_lag",
     "pipeline_records_in_flight",
     "pipeline_paused_partitions",
+    "pipeline_stalled_partitions",
 )
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _PER_RECORD_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
@@ -58,6 +59,11 @@ class PrometheusMetrics(Metrics):
         )
         self._in_flight = Gauge(f"{PREFIX}_records_in_flight", "Consumed records not yet acknowledged", registry=r)
         self._paused = Gauge(f"{PREFIX}_paused_partitions", "Partitions paused by backpressure", registry=r)
+        self._stalled = Gauge(
+            f"{PREFIX}_stalled_partitions",
+            "Partitions stopped at a record whose dead letter the DLQ refuses for good",
+            registry=r,
+        )
 
     def consumed(self, count: int) -> None:
         self._consumed.inc(count)
@@ -87,6 +93,9 @@ class PrometheusMetrics(Metrics):
 
     def paused_partitions(self, count: int) -> None:
         self._paused.set(count)
+
+    def stalled_partitions(self, count: int) -> None:
+        self._stalled.set(count)
 
     def consumer_lag(self, partition: TopicPartition, lag: int) -> None:
         self._lag.labels(partition.topic, str(partition.partition)).set(lag)

@@ -11,8 +11,15 @@ SOURCE_TOPIC = "x-dlq-source-topic"
 SOURCE_PARTITION = "x-dlq-source-partition"
 SOURCE_OFFSET = "x-dlq-source-offset"
 FAILED_AT = "x-dlq-failed-at"
+CONSUMER_GROUP = "x-dlq-consumer-group"
+SOURCE_TIMESTAMP = "x-dlq-source-timestamp"
+SOURCE_TIMESTAMP_TYPE = "x-dlq-source-timestamp-type"
+EXCEPTION_CLASS = "x-dlq-exception-class"
 REPLAY_COUNT = "x-dlq-replay-count"
-DLQ_HEADERS = (REASON, ERROR, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, FAILED_AT)
+DLQ_HEADERS = (
+    REASON, ERROR, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, FAILED_AT,
+    CONSUMER_GROUP, SOURCE_TIMESTAMP, SOURCE_TIMESTAMP_TYPE, EXCEPTION_CLASS,
+)  # fmt: skip
 
 # Reasons that come from the pipeline rather than from the domain's rules.
 PUBLISH_FAILED = "publish_failed"
@@ -24,8 +31,20 @@ REASONS: tuple[str, ...] = (*(reason.value for reason in RejectReason), PUBLISH_
 _MAX_ERROR_BYTES = 1024
 
 
-def dead_letter_headers(record: ConsumedRecord, reason: str, error: str, failed_at: str) -> list[tuple[str, bytes]]:
-    """The record's own headers (minus stale ``x-dlq-*`` ones from a replay) followed by the DLQ headers."""
+def dead_letter_headers(
+    record: ConsumedRecord,
+    reason: str,
+    error: str,
+    failed_at: str,
+    *,
+    group: str = "",
+    exception_class: str | None = None,
+) -> list[tuple[str, bytes]]:
+    """The record's own headers (minus stale ``x-dlq-*`` ones from a replay) followed by the DLQ headers.
+
+    The source timestamp (epoch milliseconds) and its type appear only when the client reported them,
+    the exception's class only for ``processing_error``, and the group only when there is one.
+    """
     headers = [(name, value) for name, value in record.headers if name not in DLQ_HEADERS]
     headers.extend(
         (
@@ -37,6 +56,14 @@ def dead_letter_headers(record: ConsumedRecord, reason: str, error: str, failed_
             (FAILED_AT, failed_at.encode()),
         )
     )
+    if group:
+        headers.append((CONSUMER_GROUP, group.encode()))
+    if record.timestamp_ms is not None:
+        headers.append((SOURCE_TIMESTAMP, str(record.timestamp_ms).encode()))
+        if record.timestamp_type is not None:
+            headers.append((SOURCE_TIMESTAMP_TYPE, record.timestamp_type.encode()))
+    if exception_class is not None:
+        headers.append((EXCEPTION_CLASS, exception_class.encode()))
     return headers
 
 

@@ -24,6 +24,8 @@ class HealthState:
         self.assigned_partitions = 0
         self.last_loop_at = self._clock.monotonic()
         self.last_error = ""
+        # One line per partition stopped at a dead letter the DLQ refuses for good (replaced, never mutated).
+        self.partition_stalls: tuple[str, ...] = ()
 
     def heartbeat(self) -> None:
         self.last_loop_at = self._clock.monotonic()
@@ -41,6 +43,9 @@ class HealthState:
             return Readiness(
                 False, f"broker unreachable: {self.last_error}" if self.last_error else "broker unreachable"
             )
+        if self.partition_stalls:
+            more = f" (and {len(self.partition_stalls) - 1} more)" if len(self.partition_stalls) > 1 else ""
+            return Readiness(False, self.partition_stalls[0] + more)
         if self.assigned_partitions == 0:
             return Readiness(False, "no partitions assigned")
         if self.stalled():

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from application.errors import BrokerUnavailable
 from application.health import HealthState
-from application.messages import ConsumedRecord, TopicPartition
+from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition, record_bytes
 from application.ports import Clock, MessageSource, Metrics
 from application.rate_limit import RateLimiter
 from application.routing import RecordRouter
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 _BROKER_RETRY_CEILING_S = 30.0
 _OUTAGE_REMINDER_S = 60.0  # while the broker stays unavailable, one reminder at most this often
 _LAG_REPORT_INTERVAL_S = 5.0
+# A partition stopped at a refused dead letter says so at most this often (it stays stopped meanwhile).
+STALL_LOG_INTERVAL_S = 60.0
 
 
 class PipelineLoop(ABC):
@@ -102,6 +104,30 @@ class PipelineLoop(ABC):
     def _start(self) -> None:  # noqa: B027 - optional hook
         """Work before subscribing (e.g. fencing a predecessor)."""
 
+    def _producer_limit(self) -> int | None:
+        """The largest record the sink's producer lets through, where known."""
+        return None
+
+    def _check_message_limits(self) -> None:
+        """Say once, at start, when the DLQ or the producer takes less than the input topic may hold."""
+        settings = self._settings
+        wanted = settings.input_max_message_bytes
+        if wanted is None:
+            return
+        short = []
+        if settings.dlq_max_message_bytes is not None and settings.dlq_max_message_bytes < wanted:
+            short.append(f"DLQ topic {settings.dlq_topic} takes at most {settings.dlq_max_message_bytes} bytes")
+        producer = self._producer_limit()
+        if producer is not None and producer < wanted:
+            short.append(f"the producer sends at most {producer} bytes")
+        if short:
+            log.warning(
+                "%s, but input topic %s holds records of up to %d bytes (max.message.bytes): a record that large "
+                "cannot be dead-lettered and would stop its partition; raise %s's max.message.bytes (and any "
+                "producer message.max.bytes / max_request_size setting) to at least %d",
+                " and ".join(short), settings.input_topic, wanted, settings.dlq_topic, wanted,
+            )  # fmt: skip
+
     # -- the loop -------------------------------------------------------------------------------
 
     def run(
@@ -116,6 +142,7 @@ class PipelineLoop(ABC):
         Every way out finishes in-flight work and commits what was delivered.
         """
         self._stop = stop or threading.Event()
+        self._check_message_limits()
         self._start()
         self._source.subscribe([self._settings.input_topic], self)
         self.health.running = True
@@ -250,3 +277,33 @@ def describe(partitions: Sequence[TopicPartition]) -> str:
     for partition in partitions:
         by_topic.setdefault(partition.topic, []).append(partition.partition)
     return ", ".join(f"{topic}{sorted(numbers)}" for topic, numbers in sorted(by_topic.items()))
+
+
+def describe_stall(
+    record: ConsumedRecord,
+    dlq_topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    error: DeliveryError,
+    dlq_limit: int | None,
+    producer_limit: int | None,
+) -> str:
+    """The ERROR line (and the readiness reason) for a partition stopped at a dead letter refused for good."""
+    size = record_bytes(key, value, headers)
+    where = f"{record.topic}[{record.partition}]"
+    if producer_limit is not None and size > producer_limit:
+        refused = f"is refused by the producer (it sends at most {producer_limit} bytes)"
+        remedy = (
+            "raise the producer's message.max.bytes (kafka-python: max_request_size) above "
+            f"{size} bytes, or leave it unset so that it follows the input topic, and restart"
+        )
+    else:
+        limit = f"{dlq_limit} bytes" if dlq_limit is not None else "unknown"
+        refused = f"is refused by {dlq_topic} (max.message.bytes {limit})"
+        remedy = f"raise max.message.bytes of {dlq_topic} above {size} bytes (the partition then resumes by itself)"
+    return (
+        f"partition {where} stopped at offset {record.offset}: its dead letter ({size} bytes with headers, "
+        f"value {len(value or b'')} bytes) {refused}: {error}. Nothing past it is committed; the other partitions "
+        f"go on. Remedy: {remedy}, or replay offset {record.offset} of {where} elsewhere and move the group past it"
+    )

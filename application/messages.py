@@ -8,6 +8,10 @@ from typing import NamedTuple
 
 Headers = Sequence[tuple[str, bytes]]
 
+# A record timestamp's type, in the Java client's words (TimestampType.toString()).
+CREATE_TIME = "CreateTime"
+LOG_APPEND_TIME = "LogAppendTime"
+
 
 class TopicPartition(NamedTuple):
     """Compares and hashes like a plain ``(topic, partition)`` tuple, which hot loops may use instead."""
@@ -25,6 +29,7 @@ class ConsumedRecord:
     value: bytes | None
     headers: Headers = ()
     timestamp_ms: int | None = None
+    timestamp_type: str | None = None  # CREATE_TIME or LOG_APPEND_TIME, when the client says
 
 
 @dataclass(slots=True)
@@ -59,3 +64,8 @@ def header_value(headers: Headers | None, name: str) -> bytes | None:
         if key == name:
             found = value
     return found
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """A record's key, value and headers: near what a client counts against its size limits."""
+    return len(key or b"") + len(value or b"") + sum(len(name) + len(data or b"") for name, data in headers)

@@ -18,7 +18,7 @@ from application import dead_letter
 from application.errors import BrokerUnavailable, CommitFailed, SinkFull
 from application.health import HealthState
 from application.logs import ThrottledWarning, record_context
-from application.loop import PipelineLoop
+from application.loop import STALL_LOG_INTERVAL_S, PipelineLoop, describe, describe_stall
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 from application.offsets import OffsetLedger, PartitionLedger
 from application.ports import Clock, MessageSink, MessageSource, Metrics
@@ -86,7 +86,10 @@ class Pipeline(PipelineLoop):
         self._sink = sink
         self._ledger = OffsetLedger()
         self._in_flight = 0
-        self._blocked_dead_letters: set[_Delivery] = set()
+        # Dead letters the DLQ refused, with the latest refusal: their partitions stop until they get through.
+        self._blocked_dead_letters: dict[_Delivery, DeliveryError] = {}
+        self._stall_logged: dict[_Delivery, float] = {}  # when each one's ERROR line was last written
+        self._held: set[TopicPartition] = set()  # partitions paused for a blocked dead letter
         self._paused = False
         self._retries: list[tuple[float, int, _Delivery]] = []
         self._retry_sequence = itertools.count()
@@ -127,8 +130,16 @@ class Pipeline(PipelineLoop):
     def _finish(self) -> None:
         if not self._drain(self._settings.shutdown_timeout_s):
             log.warning("shutdown: %d record(s) not acknowledged in time; they will be re-read", self._in_flight)
+        elif self._in_flight:
+            log.warning(
+                "shutdown: %d record(s) whose dead letter the DLQ refuses stay uncommitted; they will be re-read",
+                self._in_flight,
+            )
         self._report()
         self._commit(asynchronous=False)
+
+    def _producer_limit(self) -> int | None:
+        return self._sink.max_message_bytes()
 
     def _close(self) -> None:
         try:
@@ -190,7 +201,14 @@ class Pipeline(PipelineLoop):
                     self._metrics.end_to_end_latency(max(0.0, self._clock.now() - stamp / 1000.0))
             else:
                 self._acknowledged_dead[delivery.reason] += 1
-                self._blocked_dead_letters.discard(delivery)
+                if self._blocked_dead_letters.pop(delivery, None) is not None:
+                    self._stall_logged.pop(delivery, None)
+                    record = delivery.record
+                    log.info(
+                        "dead letter for %s[%d]@%d delivered at last: the partition resumes",
+                        record.topic, record.partition, record.offset, extra=record_context(record),
+                    )  # fmt: skip
+                    self._refresh_stalls()
             return
         delivery.retries += 1
         record = delivery.record
@@ -208,14 +226,56 @@ class Pipeline(PipelineLoop):
                 _Delivery(self, record, ledger, routed.topic, routed.key, routed.value, routed.headers, routed.reason)
             )
             return
-        # The DLQ itself refused the record: never drop it, never commit past it; hold consumption.
-        if delivery not in self._blocked_dead_letters:
-            self._blocked_dead_letters.add(delivery)
-            log.error(
-                "dead-letter publish failed for %s[%d]@%d, pausing consumption and retrying: %s",
-                record.topic, record.partition, record.offset, error, extra=record_context(record),
-            )  # fmt: skip
+        # The DLQ itself refused the record: never drop it, never commit past it; stop its partition
+        # (the others keep flowing) and keep trying, so that it resumes once the DLQ takes the record.
+        previous = self._blocked_dead_letters.get(delivery)
+        newly = previous is None or previous.retriable != error.retriable  # new, or from transient to for good
+        self._blocked_dead_letters[delivery] = error
+        now = self._clock.monotonic()
+        if newly or now - self._stall_logged.get(delivery, now) >= STALL_LOG_INTERVAL_S:
+            self._stall_logged[delivery] = now
+            if error.retriable:
+                log.error(
+                    "dead-letter publish failed for %s[%d]@%d, pausing the partition and retrying: %s",
+                    record.topic, record.partition, record.offset, error, extra=record_context(record),
+                )  # fmt: skip
+            else:
+                log.error("%s", self._stall_text(delivery, error), extra=record_context(record))
+        if newly:
+            self._refresh_stalls()
         self._schedule_retry(delivery)
+
+    def _refused_for_good(self) -> int:
+        if not self._blocked_dead_letters:
+            return 0
+        return sum(1 for error in self._blocked_dead_letters.values() if not error.retriable)
+
+    def _stall_text(self, delivery: _Delivery, error: DeliveryError) -> str:
+        return describe_stall(
+            delivery.record, delivery.topic, delivery.key, delivery.value, delivery.headers, error,
+            self._settings.dlq_max_message_bytes, self._producer_limit(),
+        )  # fmt: skip
+
+    def _refresh_stalls(self) -> None:
+        """Pause the partitions with a blocked dead letter, resume those without one any more."""
+        blocked = self._blocked_dead_letters
+        held = {TopicPartition(d.record.topic, d.record.partition) for d in blocked}
+        stop = sorted((held - self._held) & self._assigned)
+        release = sorted((self._held - held) & self._assigned)
+        self._held = held
+        if stop:
+            self._source.pause(stop)
+            log.warning("stopped %s at a dead letter the DLQ refuses; the other partitions go on", describe(stop))
+        if release and not self._paused:
+            self._source.resume(release)
+        for_good: dict[TopicPartition, tuple[int, str]] = {}
+        for item, error in blocked.items():
+            if not error.retriable:
+                key = TopicPartition(item.record.topic, item.record.partition)
+                if key not in for_good or item.record.offset < for_good[key][0]:
+                    for_good[key] = (item.record.offset, self._stall_text(item, error))
+        self.health.partition_stalls = tuple(text for _, text in (for_good[k] for k in sorted(for_good)))
+        self._metrics.stalled_partitions(len(for_good))
 
     def _schedule_retry(self, delivery: _Delivery) -> None:
         delay = self._settings.retry.backoff(delivery.retries, self._rng)
@@ -234,7 +294,7 @@ class Pipeline(PipelineLoop):
 
     def _apply_backpressure(self) -> None:
         limit = self._settings.max_in_flight
-        if self._in_flight >= limit or self._blocked_dead_letters:
+        if self._in_flight >= limit:
             self._pause()
         elif self._paused and self._in_flight <= limit // 2:
             self._resume()
@@ -246,9 +306,10 @@ class Pipeline(PipelineLoop):
         self._paused = True
 
     def _resume(self) -> None:
-        if self._assigned:
-            self._source.resume(sorted(self._assigned))
-            log.info("resuming %d partition(s)", len(self._assigned))
+        resumed = sorted(self._assigned - self._held)  # a stopped partition waits for its dead letter
+        if resumed:
+            self._source.resume(resumed)
+            log.info("resuming %d partition(s)", len(resumed))
         self._paused = False
 
     def _report(self) -> None:
@@ -262,7 +323,7 @@ class Pipeline(PipelineLoop):
                 self._metrics.dead_lettered(reason, count)
             self._acknowledged_dead.clear()
         self._metrics.in_flight(self._in_flight)
-        self._metrics.paused_partitions(len(self._assigned) if self._paused else 0)
+        self._metrics.paused_partitions(len(self._assigned) if self._paused else len(self._held))
 
     # -- commits and rebalances ----------------------------------------------------------------
 
@@ -286,9 +347,12 @@ class Pipeline(PipelineLoop):
         self._metrics.committed(len(offsets))
 
     def _drain(self, timeout_s: float) -> bool:
-        """Serve acknowledgements and due retries until nothing is in flight or time runs out."""
+        """Serve acknowledgements and due retries until nothing is in flight or time runs out.
+
+        Dead letters the DLQ refuses for good are not waited for: only an operator can change that.
+        """
         deadline = self._clock.monotonic() + timeout_s
-        while self._in_flight > 0:
+        while self._in_flight > self._refused_for_good():
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 return False
@@ -326,5 +390,11 @@ class Pipeline(PipelineLoop):
         abandoned = self._ledger.retire({(p.topic, p.partition) for p in partitions})
         self._in_flight -= abandoned
         self.stats.abandoned += abandoned
-        self._blocked_dead_letters = {d for d in self._blocked_dead_letters if not d.ledger.retired}
         self._track_assignment((), partitions)
+        if self._blocked_dead_letters:
+            self._blocked_dead_letters = {
+                d: error for d, error in self._blocked_dead_letters.items() if not d.ledger.retired
+            }
+            self._stall_logged = {d: at for d, at in self._stall_logged.items() if not d.ledger.retired}
+            self._held &= self._assigned
+            self._refresh_stalls()

@@ -81,7 +81,10 @@ class MessageSink(ABC):
         """Queue one record; raises SinkFull when the local queue has no room.
 
         ``on_delivery`` runs later, on the caller's thread, from ``poll`` or ``flush``,
-        with None once the broker has the record or a DeliveryError.
+        with None once the broker has the record or a DeliveryError. A record the client
+        refuses to queue (too large for the producer, invalid) is reported the same way,
+        with a non-retriable DeliveryError carrying the client's text: nothing about one
+        record raises from here.
         """
 
     @abstractmethod
@@ -95,12 +98,23 @@ class MessageSink(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def max_message_bytes(self) -> int | None:
+        """The largest record the producer itself lets through, where the adapter knows it."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
     partitions: int
     replication_factor: int
+    max_message_bytes: int | None = None  # the topic's max.message.bytes when created; None: the broker's
+
+
+def created_detail(spec: TopicSpec) -> str:
+    """How a created topic is described in its report."""
+    detail = f"{spec.partitions} partitions, replication {spec.replication_factor}"
+    return detail if spec.max_message_bytes is None else f"{detail}, max.message.bytes {spec.max_message_bytes}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,10 @@ class TopicAdmin(ABC):
 
     @abstractmethod
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]: ...
+
+    @abstractmethod
+    def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:
+        """Each existing topic's ``max.message.bytes`` (missing topics are left out); BrokerUnavailable."""
 
     def close(self) -> None:  # noqa: B027 - optional hook: not every admin holds connections
         """Release the client's connections."""
@@ -154,7 +172,11 @@ class TransactionalSink(ABC):
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
-        """As MessageSink.publish; a record becomes visible to read_committed consumers only on commit."""
+        """As MessageSink.publish; a record becomes visible to read_committed consumers only on commit.
+
+        A transaction with a record the client refused to queue does not commit: ``commit`` raises
+        TransactionAborted once that record's callback has said why.
+        """
 
     @abstractmethod
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
@@ -165,6 +187,10 @@ class TransactionalSink(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def max_message_bytes(self) -> int | None:
+        """The largest record the producer itself lets through, where the adapter knows it."""
+        return None
 
 
 class Waitable(Protocol):
@@ -223,6 +249,9 @@ class Metrics:
 
     def paused_partitions(self, count: int) -> None:
         pass
+
+    def stalled_partitions(self, count: int) -> None:
+        """Partitions stopped at a dead letter the DLQ refuses for good."""
 
     def consumer_lag(self, partition: TopicPartition, lag: int) -> None:
         pass

@@ -31,6 +31,7 @@ class RecordRouter:
         self._processor = processor
         self._output_topic = settings.output_topic
         self._dlq_topic = settings.dlq_topic
+        self._group = settings.consumer_group
         self._processing_error = ThrottledWarning(log)
 
     def route(self, record: ConsumedRecord, processed_at: str) -> Routed:
@@ -49,10 +50,19 @@ class RecordRouter:
                 "processing error at %s[%d]@%d, dead-lettering: %s: %s",
                 record.topic, record.partition, record.offset, type(error).__name__, error, record=record,
             )  # fmt: skip
+            kind = type(error)
             return self.dead_letter(
-                record, dead_letter.PROCESSING_ERROR, f"{type(error).__name__}: {error}", processed_at
+                record,
+                dead_letter.PROCESSING_ERROR,
+                f"{kind.__name__}: {error}",
+                processed_at,
+                exception_class=f"{kind.__module__}.{kind.__qualname__}",
             )
 
-    def dead_letter(self, record: ConsumedRecord, reason: str, error: str, failed_at: str) -> Routed:
-        headers = dead_letter.dead_letter_headers(record, reason, error, failed_at)
+    def dead_letter(
+        self, record: ConsumedRecord, reason: str, error: str, failed_at: str, *, exception_class: str | None = None
+    ) -> Routed:
+        headers = dead_letter.dead_letter_headers(
+            record, reason, error, failed_at, group=self._group, exception_class=exception_class
+        )
         return Routed(self._dlq_topic, record.key, record.value, headers, reason)

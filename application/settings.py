@@ -12,6 +12,7 @@ class PipelineSettings:
     input_topic: str = "user-login"
     output_topic: str = "processed-user-login"
     dlq_topic: str = "user-login-dlq"
+    consumer_group: str = ""  # named in each dead letter's headers
     batch_size: int = 500
     transaction_size: int = 5_000  # records per transaction in exactly-once mode
     poll_timeout_s: float = 0.5
@@ -20,3 +21,6 @@ class PipelineSettings:
     max_records_per_second: float | None = None
     shutdown_timeout_s: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # The topics' max.message.bytes, when known at start: compared once, and named when a dead letter is refused.
+    input_max_message_bytes: int | None = None
+    dlq_max_message_bytes: int | None = None

@@ -17,8 +17,8 @@ from enum import Enum
 from application import dead_letter
 from application.errors import BrokerUnavailable, CommitFailed, SinkFull, TransactionAborted
 from application.health import HealthState
-from application.logs import ThrottledWarning
-from application.loop import PipelineLoop
+from application.logs import ThrottledWarning, record_context
+from application.loop import STALL_LOG_INTERVAL_S, PipelineLoop, describe, describe_stall
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition
 from application.ports import Clock, MessageSource, Metrics, TransactionalSink
 from application.routing import Routed
@@ -28,11 +28,26 @@ from domain.processing import LoginEventProcessor
 
 log = logging.getLogger(__name__)
 
+# How often a partition stopped at a refused dead letter reads that record again, to try the DLQ once more.
+_STALL_RETRY_S = 10.0
+
 
 class _Attempt(Enum):
     COMMITTED = "committed"
     RETRY = "retry"  # aborted; the same batch may be tried again
     GROUP_MOVED_ON = "group moved on"  # aborted; only a poll (rejoining the group) can help
+
+
+class _Stall:
+    """A partition stopped at ``offset``, whose dead letter the DLQ refuses for good; tried again at ``retry_at``."""
+
+    __slots__ = ("logged_at", "offset", "retry_at", "text")
+
+    def __init__(self, offset: int, text: str, logged_at: float, retry_at: float) -> None:
+        self.offset = offset
+        self.text = text
+        self.logged_at = logged_at
+        self.retry_at = retry_at
 
 
 class TransactionalPipeline(PipelineLoop):
@@ -54,6 +69,8 @@ class TransactionalPipeline(PipelineLoop):
         self.aborts = 0
         self._failures: dict[int, DeliveryError] = {}  # index in the batch -> why the last attempt lost it
         self._publish_failed = ThrottledWarning(log)
+        self._stalls: dict[TopicPartition, _Stall] = {}  # partitions stopped at a dead letter refused for good
+        self._released: set[TopicPartition] = set()  # revoked while stopped (and so perhaps still paused)
 
     def _batch_limit(self) -> int:
         return self._settings.transaction_size
@@ -83,9 +100,18 @@ class TransactionalPipeline(PipelineLoop):
                 self.stats.consumed -= len(records)
                 return
             self.health.heartbeat()  # retrying is progress: a restart would not help a refusing broker
+            stopped = self._refused_dead_letters(records, routed)
+            if stopped:
+                # Commit the rest without those partitions' records from the refused one on; read them again later.
+                records, routed, after = self._stop_partitions(stopped, records, routed, after)
+                if not records:
+                    return
+                continue
             self._clock.wait(self._stop, self._settings.retry.backoff(attempt, self._rng))
             self._dead_letter_hopeless(records, routed, attempt)
         self._count(routed)
+        if self._stalls:
+            self._clear_stalls(after)
         self._metrics.batch_processed(self._clock.monotonic() - started, len(records))
         stamp = records[-1].timestamp_ms
         if stamp is not None:
@@ -139,6 +165,88 @@ class TransactionalPipeline(PipelineLoop):
                 )  # fmt: skip
                 routed[index] = self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
 
+    def _refused_dead_letters(self, records: list[ConsumedRecord], routed: list[Routed]) -> dict[TopicPartition, int]:
+        """Partition -> index of its first dead letter the last attempt had refused for good."""
+        stopped: dict[TopicPartition, int] = {}
+        for index in sorted(self._failures):
+            error = self._failures[index]
+            if routed[index].reason is None or error.retriable or error.collateral:
+                continue
+            record = records[index]
+            stopped.setdefault(TopicPartition(record.topic, record.partition), index)
+        return stopped
+
+    def _stop_partitions(
+        self,
+        stopped: dict[TopicPartition, int],
+        records: list[ConsumedRecord],
+        routed: list[Routed],
+        after: dict[TopicPartition, int],
+    ) -> tuple[list[ConsumedRecord], list[Routed], dict[TopicPartition, int]]:
+        """Stop each partition at its refused dead letter (paused, rewound, said so); the batch without them."""
+        now = self._clock.monotonic()
+        rewind: dict[TopicPartition, int] = {}
+        for partition, index in stopped.items():
+            record, item = records[index], routed[index]
+            text = describe_stall(
+                record, item.topic, item.key, item.value, item.headers, self._failures[index],
+                self._settings.dlq_max_message_bytes, self._producer_limit(),
+            )  # fmt: skip
+            stall = self._stalls.get(partition)
+            if stall is None or now - stall.logged_at >= STALL_LOG_INTERVAL_S:
+                log.error("%s", text, extra=record_context(record))
+                logged_at = now
+            else:
+                logged_at = stall.logged_at
+            self._stalls[partition] = _Stall(record.offset, text, logged_at, now + _STALL_RETRY_S)
+            rewind[partition] = record.offset
+        keep = [
+            i for i, record in enumerate(records)
+            if (stop := rewind.get(TopicPartition(record.topic, record.partition))) is None or record.offset < stop
+        ]  # fmt: skip
+        kept_records = [records[i] for i in keep]
+        kept_routed = [routed[i] for i in keep]
+        kept_after = {}
+        for partition, offset in after.items():
+            stop = rewind.get(partition)
+            if stop is None:
+                kept_after[partition] = offset
+            elif any(r.partition == partition.partition and r.topic == partition.topic for r in kept_records):
+                kept_after[partition] = stop
+        self.stats.consumed -= len(records) - len(kept_records)
+        paused = sorted(p for p in rewind if p in self._assigned)
+        if paused:
+            self._source.pause(paused)
+            self._source.rewind({p: rewind[p] for p in paused})
+        self._report_stalls()
+        return kept_records, kept_routed, kept_after
+
+    def _serve(self) -> None:
+        """Give each stopped partition another try now and then: the DLQ may take the record by now."""
+        if not self._stalls:
+            return
+        now = self._clock.monotonic()
+        due = sorted(p for p, stall in self._stalls.items() if stall.retry_at <= now and p in self._assigned)
+        if due:
+            for partition in due:
+                self._stalls[partition].retry_at = float("inf")  # until the record is read and refused again
+            self._source.resume(due)
+
+    def _clear_stalls(self, committed: dict[TopicPartition, int]) -> None:
+        cleared = [p for p, stall in self._stalls.items() if committed.get(p, -1) > stall.offset]
+        for partition in cleared:
+            del self._stalls[partition]
+        if cleared:
+            log.info("%s resumed: the dead letter it stopped at was delivered", describe(cleared))
+            self._report_stalls()
+
+    def _report_stalls(self) -> None:
+        self.health.partition_stalls = tuple(self._stalls[p].text for p in sorted(self._stalls))
+        self._metrics.stalled_partitions(len(self._stalls))
+
+    def _idle(self) -> bool:
+        return not self._stalls  # a stopped partition is not drained
+
     def _abort(self) -> None:
         try:
             self._sink.abort()
@@ -168,6 +276,9 @@ class TransactionalPipeline(PipelineLoop):
     def _finish(self) -> None:
         """Nothing is ever in flight between batches: each one committed or aborted before the next poll."""
 
+    def _producer_limit(self) -> int | None:
+        return self._sink.max_message_bytes()
+
     def _close(self) -> None:
         try:
             self._source.close()
@@ -176,6 +287,14 @@ class TransactionalPipeline(PipelineLoop):
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         self._track_assignment(partitions, ())
+        again = [p for p in partitions if p in self._released]
+        if again:
+            self._source.resume(again)  # stopped when it left: a client may remember the pause
+            self._released.difference_update(again)
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         self._track_assignment((), partitions)
+        released = [p for p in partitions if self._stalls.pop(p, None) is not None]
+        if released:
+            self._released.update(released)
+            self._report_stalls()

@@ -258,6 +258,7 @@ class Settings:
             input_topic=v["input_topic"],
             output_topic=v["output_topic"],
             dlq_topic=v["dlq_topic"],
+            consumer_group=v["consumer_group"],
             batch_size=v["batch_size"],
             transaction_size=v["transaction_size"],
             poll_timeout_s=v["poll_timeout_ms"] / 1000,

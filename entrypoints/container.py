@@ -55,6 +55,9 @@ class Container(containers.DeclarativeContainer):
     policies = providers.Singleton(build_policies, settings.provided.rule_settings.call())
     processor = providers.Singleton(LoginEventProcessor, policies=policies, codec=json_codec)
 
+    # The largest record the producers must let through: set at start from the input topic's max.message.bytes.
+    message_limit: providers.Object[int | None] = providers.Object(None)
+
     memory_broker = providers.Singleton(
         InMemoryBroker, default_partitions=settings.provided.topic_partitions, clock=clock
     )
@@ -92,8 +95,12 @@ class Container(containers.DeclarativeContainer):
     sink = providers.Selector(
         settings.provided.broker_client,
         memory=providers.Factory(InMemorySink, broker=memory_broker),
-        confluent=providers.Factory(ConfluentSink, connection=kafka_connection),
-        **{"kafka-python": providers.Factory(KafkaPythonSink, connection=kafka_connection)},
+        confluent=providers.Factory(ConfluentSink, connection=kafka_connection, max_message_bytes=message_limit),
+        **{
+            "kafka-python": providers.Factory(
+                KafkaPythonSink, connection=kafka_connection, max_message_bytes=message_limit
+            )
+        },
     )
     admin = providers.Selector(
         settings.provided.broker_client,
@@ -116,6 +123,7 @@ class Container(containers.DeclarativeContainer):
             connection=kafka_connection,
             transactional_id=providers.Callable(transactional_id, settings),
             transaction_timeout_ms=settings.provided.transaction_timeout_ms,
+            max_message_bytes=message_limit,
         ),
         **{
             "kafka-python": providers.Factory(
@@ -123,6 +131,7 @@ class Container(containers.DeclarativeContainer):
                 connection=kafka_connection,
                 transactional_id=providers.Callable(transactional_id, settings),
                 transaction_timeout_ms=settings.provided.transaction_timeout_ms,
+                max_message_bytes=message_limit,
             ),
         },
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
-from adapters.confluent.config import KafkaConnection, client_config, unavailable
-from application.ports import TopicAdmin, TopicReport, TopicSpec
+from adapters.confluent.config import KafkaConnection, client_config, is_unreachable, unavailable
+from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
 
 _TIMEOUT_S = 15.0
+MAX_MESSAGE_BYTES = "max.message.bytes"
 
 
 class ConfluentAdmin(TopicAdmin):
@@ -28,8 +29,14 @@ class ConfluentAdmin(TopicAdmin):
         for spec in specs:
             metadata = existing.get(spec.name)
             if metadata is None or metadata.error is not None:
+                config = {} if spec.max_message_bytes is None else {MAX_MESSAGE_BYTES: str(spec.max_message_bytes)}
                 missing.append(
-                    NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication_factor)
+                    NewTopic(
+                        spec.name,
+                        num_partitions=spec.partitions,
+                        replication_factor=spec.replication_factor,
+                        config=config,
+                    )
                 )
                 continue
             actual = len(metadata.partitions)
@@ -43,9 +50,7 @@ class ConfluentAdmin(TopicAdmin):
             try:
                 future.result()
                 spec = next(s for s in specs if s.name == name)
-                reports[name] = TopicReport(
-                    name, "created", f"{spec.partitions} partitions, replication {spec.replication_factor}"
-                )
+                reports[name] = TopicReport(name, "created", created_detail(spec))
             except KafkaException as exception:
                 failure = exception.args[0]
                 if failure.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # created meanwhile by someone else
@@ -53,3 +58,22 @@ class ConfluentAdmin(TopicAdmin):
                 else:
                     raise ValueError(f"cannot create topic {name}: {failure.str()}") from None
         return [reports[spec.name] for spec in specs]
+
+    def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
+        try:
+            futures = self._admin.describe_configs(resources, request_timeout=_TIMEOUT_S)
+        except KafkaException as error:
+            raise unavailable(error, self._servers) from None
+        limits: dict[str, int] = {}
+        for resource, future in futures.items():
+            try:
+                entry = future.result().get(MAX_MESSAGE_BYTES)
+            except KafkaException as exception:
+                failure: KafkaError = exception.args[0]
+                if is_unreachable(failure):
+                    raise unavailable(exception, self._servers) from None
+                continue  # no such topic, or not allowed to read its configuration: not known
+            if entry is not None and entry.value is not None:
+                limits[resource.name] = int(entry.value)
+        return limits

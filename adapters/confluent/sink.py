@@ -10,7 +10,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config
-from application.errors import InvalidConfiguration, SinkFull
+from adapters.refusals import Refusals
+from application.errors import FatalBrokerError, InvalidConfiguration, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
 
@@ -27,11 +28,14 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "queue.buffering.max.messages": 200_000,
     "delivery.timeout.ms": 120_000,
 }
+_LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
 
 
 _COLLATERAL = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 # librdkafka marks these final, but they say the broker was unreachable for a while, not that the record is bad.
 _RETRIABLE_ANYWAY = {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+# Raised by produce() about the producer or its transaction, not about the record being queued.
+_NOT_ABOUT_THE_RECORD = {KafkaError._STATE, KafkaError._FENCED, KafkaError._FATAL, KafkaError._PREV_IN_PROGRESS}
 
 
 def _delivered(on_delivery: DeliveryCallback, error: KafkaError | None, message: Message) -> None:
@@ -51,37 +55,79 @@ def produce(
     value: bytes | None,
     headers: Headers,
     on_delivery: DeliveryCallback,
+    refusals: Refusals,
 ) -> None:
-    """Queue one record; SinkFull when librdkafka's queue has no room (other KafkaExceptions propagate)."""
+    """Queue one record; SinkFull when librdkafka's queue has no room.
+
+    A record librdkafka refuses outright (larger than ``message.max.bytes``, an invalid argument, an
+    unknown partition) is noted on ``refusals`` for its callback. KafkaExceptions about the producer
+    itself (fatal, or a transaction needing an abort) propagate for the caller to translate.
+    """
     try:
         producer.produce(topic, value, key, headers=list(headers) or None, on_delivery=partial(_delivered, on_delivery))
     except BufferError as error:
         raise SinkFull(str(error)) from None
     except KafkaException as exception:
-        if exception.args[0].code() == KafkaError._QUEUE_FULL:
-            raise SinkFull(exception.args[0].str()) from None
-        raise
+        failure: KafkaError = exception.args[0]
+        code = failure.code()
+        if code == KafkaError._QUEUE_FULL:
+            raise SinkFull(failure.str()) from None
+        if failure.fatal() or failure.txn_requires_abort() or code in _NOT_ABOUT_THE_RECORD:
+            raise
+        refusals.refuse(on_delivery, failure.str())
+
+
+def message_limit(config: Mapping[str, Any]) -> int:
+    """The largest record this producer queues: librdkafka's ``message.max.bytes`` (1000000 by default)."""
+    return int(config.get("message.max.bytes", _LIBRDKAFKA_MESSAGE_MAX_BYTES))
+
+
+def with_message_limit(defaults: dict[str, Any], max_message_bytes: int | None) -> dict[str, Any]:
+    """Our defaults, raised to let records of ``max_message_bytes`` through (the user's settings still win)."""
+    if max_message_bytes is None or max_message_bytes <= _LIBRDKAFKA_MESSAGE_MAX_BYTES:
+        return defaults
+    return {**defaults, "message.max.bytes": max_message_bytes}
 
 
 class ConfluentSink(MessageSink):
-    def __init__(self, connection: KafkaConnection, *, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.errors = ErrorReporter("producer")
-        config = client_config(connection, "producer", {**PRODUCER_DEFAULTS, "error_cb": self.errors, **(extra or {})})
+        defaults = {**PRODUCER_DEFAULTS, "error_cb": self.errors, **(extra or {})}
+        config = client_config(connection, "producer", with_message_limit(defaults, max_message_bytes))
         try:
             self._producer = Producer(config)
         except KafkaException as error:
             raise InvalidConfiguration(f"invalid producer configuration: {error.args[0].str()}") from None
+        self._limit = message_limit(config)
+        self._refusals = Refusals()
+
+    def max_message_bytes(self) -> int | None:
+        return self._limit
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
-        produce(self._producer, topic, key, value, headers, on_delivery)
+        try:
+            produce(self._producer, topic, key, value, headers, on_delivery, self._refusals)
+        except KafkaException as exception:  # fatal: this producer can send nothing more
+            raise FatalBrokerError(f"producer failed: {exception.args[0].str()}") from None
 
     def poll(self, timeout_s: float) -> None:
+        if self._refusals:
+            self._refusals.serve()
+            timeout_s = 0.0  # the caller has callbacks to act on now
         self._producer.poll(timeout_s)
 
     def flush(self, timeout_s: float) -> bool:
-        return bool(self._producer.flush(timeout_s) == 0)
+        self._refusals.serve()
+        remaining = self._producer.flush(timeout_s)
+        return bool(remaining == 0 and not self._refusals.serve())
 
     def close(self) -> None:
         remaining = self._producer.flush(10.0)

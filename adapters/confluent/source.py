@@ -12,7 +12,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, unavailable
 from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration
-from application.messages import ConsumedRecord, TopicPartition
+from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
 from application.ports import MessageSource, RebalanceListener
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ _OWNERSHIP_LOST = {
     KafkaError._STATE,
 }
 _IGNORED_CONSUME_ERRORS = {KafkaError._PARTITION_EOF}
+# By librdkafka's TIMESTAMP_NOT_AVAILABLE (0), TIMESTAMP_CREATE_TIME (1), TIMESTAMP_LOG_APPEND_TIME (2).
+_TIMESTAMP_TYPES = (None, CREATE_TIME, LOG_APPEND_TIME)
 
 
 def _ours(partitions: Sequence[KafkaTopicPartition]) -> list[TopicPartition]:
@@ -141,6 +143,7 @@ class ConfluentSource(MessageSource):
                     message.value(),
                     message.headers() or (),
                     timestamp if timestamp_type else None,
+                    _TIMESTAMP_TYPES[timestamp_type],
                 )
             )
         return records

@@ -12,7 +12,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_unreachable
-from adapters.confluent.sink import PRODUCER_DEFAULTS, produce
+from adapters.confluent.sink import PRODUCER_DEFAULTS, message_limit, produce, with_message_limit
+from adapters.refusals import Refusals
 from application.errors import (
     BrokerUnavailable,
     CommitFailed,
@@ -79,14 +80,19 @@ class ConfluentTransactionalSink(TransactionalSink):
     """
 
     def __init__(
-        self, connection: KafkaConnection, transactional_id: str, *, transaction_timeout_ms: int = 60_000
+        self,
+        connection: KafkaConnection,
+        transactional_id: str,
+        *,
+        transaction_timeout_ms: int = 60_000,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.errors = ErrorReporter("transactional producer")
         config = client_config(
             connection,
             "producer",
             {
-                **PRODUCER_DEFAULTS,
+                **with_message_limit(PRODUCER_DEFAULTS, max_message_bytes),
                 "transactional.id": transactional_id,
                 "transaction.timeout.ms": transaction_timeout_ms,
                 # librdkafka insists that a record cannot outlive the transaction that carries it.
@@ -99,6 +105,10 @@ class ConfluentTransactionalSink(TransactionalSink):
         self._producer = self._new_producer()
         self._ready = False
         self._open = False
+        self._refusals = Refusals()  # records librdkafka refused to queue in the open transaction
+
+    def max_message_bytes(self) -> int | None:
+        return message_limit(self._config)
 
     def _new_producer(self) -> Producer:
         try:
@@ -148,6 +158,7 @@ class ConfluentTransactionalSink(TransactionalSink):
         try:
             self._producer.begin_transaction()
             self._open = True
+            self._refusals.start()
         except KafkaException as exception:
             raise self._failure(exception) from None
         except _Wedged as wedged:
@@ -157,7 +168,7 @@ class ConfluentTransactionalSink(TransactionalSink):
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
         try:
-            produce(self._producer, topic, key, value, headers, on_delivery)
+            produce(self._producer, topic, key, value, headers, on_delivery, self._refusals)
         except SinkFull:
             self._producer.poll(0.05)  # nobody else serves this producer's queue during a transaction
             raise
@@ -166,6 +177,12 @@ class ConfluentTransactionalSink(TransactionalSink):
             raise self._failure(exception) from None
 
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        if self._refusals.since_start:
+            # Committing would commit the offsets of records that are not in the transaction: abort it,
+            # and let the callbacks say which records the next attempt must dead-letter.
+            refused = self._refusals.since_start
+            self._refusals.serve()
+            raise TransactionAborted(f"{refused} record(s) of the transaction were refused by the producer")
         partitions = [KafkaTopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
         try:
             _guarded(self._producer.send_offsets_to_transaction, partitions, group_metadata, _TIMEOUT_S)
@@ -193,6 +210,7 @@ class ConfluentTransactionalSink(TransactionalSink):
         only ``poll`` serves them. Aborting without polling timed out with records remaining, and
         left the producer refusing everything ("abort_transaction already in progress") for good.
         """
+        self._refusals.serve()  # what the aborted attempt could not even queue: the pipeline judges it
         if not self._open:
             return
         self._open = False

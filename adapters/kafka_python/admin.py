@@ -13,15 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError, for_code
 
 from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
 from application.errors import InvalidConfiguration
-from application.ports import TopicAdmin, TopicReport, TopicSpec
+from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
 
 log = logging.getLogger(__name__)
 
 _TIMEOUT_MS = 15_000
+_MAX_MESSAGE_BYTES = "max.message.bytes"
 
 
 class KafkaPythonAdmin(TopicAdmin):
@@ -69,11 +71,13 @@ class KafkaPythonAdmin(TopicAdmin):
         except KafkaError as error:
             raise unavailable(error, self._servers) from None
         reports: dict[str, TopicReport] = {}
-        missing: dict[str, dict[str, int]] = {}
+        missing: dict[str, dict[str, Any]] = {}
         for spec in specs:
             metadata = existing.get(spec.name)
             if metadata is None or metadata.get("error_code"):
                 missing[spec.name] = {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor}
+                if spec.max_message_bytes is not None:
+                    missing[spec.name]["configs"] = {_MAX_MESSAGE_BYTES: str(spec.max_message_bytes)}
                 continue
             actual = len(metadata["partitions"])
             if actual != spec.partitions:
@@ -92,15 +96,29 @@ class KafkaPythonAdmin(TopicAdmin):
                 error_type = for_code(result["error_code"])
                 if result["error_code"] == 0:
                     spec = next(s for s in specs if s.name == name)
-                    reports[name] = TopicReport(
-                        name, "created", f"{spec.partitions} partitions, replication {spec.replication_factor}"
-                    )
+                    reports[name] = TopicReport(name, "created", created_detail(spec))
                 elif error_type is TopicAlreadyExistsError:  # created meanwhile by someone else
                     reports[name] = TopicReport(name, "exists", "created concurrently")
                 else:
                     detail = result.get("error_message") or error_type.__name__
                     raise ValueError(f"cannot create topic {name}: {detail}")
         return [reports[spec.name] for spec in specs]
+
+    def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:
+        admin = self._client()
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, name, configs={_MAX_MESSAGE_BYTES: None}) for name in topics
+        ]
+        try:
+            described = admin.describe_configs(resources, config_filter="all")
+        except KafkaError as error:
+            raise unavailable(error, self._servers) from None
+        limits: dict[str, int] = {}
+        for name, configs in (described.get("topic") or {}).items():
+            value = (configs or {}).get(_MAX_MESSAGE_BYTES, {}).get("value")
+            if value is not None:  # absent: no such topic, or not allowed to read its configuration
+                limits[name] = int(value)
+        return limits
 
     def close(self) -> None:
         if self._admin is not None:

@@ -72,6 +72,21 @@ _PRODUCER_STATE_ERRORS = (
 )  # fmt: skip
 
 
+_KAFKA_PYTHON_MAX_REQUEST_SIZE = 1_048_576
+
+
+def with_message_limit(defaults: dict[str, Any], max_message_bytes: int | None) -> dict[str, Any]:
+    """Our defaults, raised to let records of ``max_message_bytes`` through (the user's settings still win)."""
+    if max_message_bytes is None or max_message_bytes <= _KAFKA_PYTHON_MAX_REQUEST_SIZE:
+        return defaults
+    return {**defaults, "max_request_size": max_message_bytes}
+
+
+def message_limit(config: Mapping[str, Any]) -> int:
+    """The largest record this producer sends: kafka-python's ``max_request_size``."""
+    return int(config.get("max_request_size", _KAFKA_PYTHON_MAX_REQUEST_SIZE))
+
+
 def create_producer(config: dict[str, Any]) -> Any:
     try:
         producer = KafkaProducer(**config)
@@ -195,7 +210,9 @@ class Deliveries:
             value = b""  # kafka-python refuses a record with neither; an empty value is the closest it takes
         try:
             future = self._send(topic, key, value, _header_list(headers))
-        except KafkaError as error:  # refused before it was queued (too large, no metadata, closed): report it
+        except (KafkaError, TypeError, ValueError) as error:
+            # Refused before it was queued (larger than max_request_size, invalid, no metadata): its callback
+            # says so, as for a record the broker refused; nothing about one record escapes the sink.
             pending.failed(error)
             return
         pending.future = future
@@ -290,10 +307,11 @@ class KafkaPythonSink(MessageSink):
         queue_capacity: int = 100_000,
         queue_bytes: int = 64 * 1024 * 1024,
         extra: Mapping[str, Any] | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
-        config = client_config(
-            connection, "producer", {**PRODUCER_DEFAULTS, **(extra or {})}, reserved=("transactional_id",)
-        )
+        defaults = with_message_limit({**PRODUCER_DEFAULTS, **(extra or {})}, max_message_bytes)
+        config = client_config(connection, "producer", defaults, reserved=("transactional_id",))
+        self._limit = message_limit(config)
         self._producer = create_producer(config)
         self._deliveries = Deliveries(self._producer, queue_capacity, queue_bytes)
         self._closed = False
@@ -302,6 +320,9 @@ class KafkaPythonSink(MessageSink):
     def pending(self) -> int:
         """Records published whose callback has not run yet."""
         return self._deliveries.pending
+
+    def max_message_bytes(self) -> int | None:
+        return self._limit
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback

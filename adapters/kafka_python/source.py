@@ -49,7 +49,7 @@ from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
 from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration
-from application.messages import ConsumedRecord, TopicPartition
+from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
 from application.ports import MessageSource, RebalanceListener
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 # The coordinator may be unknown for a moment in normal operation (it moved, a connection was recycled):
 # only this long without one counts as an unreachable cluster.
 _UNREACHABLE_AFTER_S = 3.0
+_TIMESTAMP_TYPES = {0: CREATE_TIME, 1: LOG_APPEND_TIME}  # ConsumerRecord.timestamp_type, as in the protocol
 _COMMIT_TIMEOUT_MS = 10_000
 # Longest stay in one poll_batch while a group join completes or the coordinator is looked up (a new
 # group's first join waits group.initial.rebalance.delay.ms, 3 s by default), and the step of that wait.
@@ -215,7 +216,8 @@ class KafkaPythonSource(MessageSource):
         for batch in batches.values():
             for r in batch:
                 stamp = r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None
-                append(ConsumedRecord(r.topic, r.partition, r.offset, r.key, r.value, r.headers or (), stamp))
+                kind = _TIMESTAMP_TYPES.get(r.timestamp_type)
+                append(ConsumedRecord(r.topic, r.partition, r.offset, r.key, r.value, r.headers or (), stamp, kind))
         if records or self._coordinator_known():
             self._unknown_since = None
         return records

@@ -48,7 +48,14 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_python.config import KafkaConnection, client_config
-from adapters.kafka_python.sink import PRODUCER_DEFAULTS, Deliveries, close_producer, create_producer
+from adapters.kafka_python.sink import (
+    PRODUCER_DEFAULTS,
+    Deliveries,
+    close_producer,
+    create_producer,
+    message_limit,
+    with_message_limit,
+)
 from application.errors import BrokerUnavailable, CommitFailed, FatalBrokerError, SinkFull, TransactionAborted
 from application.messages import Headers, TopicPartition
 from application.ports import DeliveryCallback, TransactionalSink
@@ -86,12 +93,13 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         slow_call_s: float = _SLOW_CALL_S,
         queue_capacity: int = 100_000,
         queue_bytes: int = 64 * 1024 * 1024,
+        max_message_bytes: int | None = None,
     ) -> None:
         self._config = client_config(
             connection,
             "producer",
             {
-                **PRODUCER_DEFAULTS,
+                **with_message_limit(PRODUCER_DEFAULTS, max_message_bytes),
                 "enable_idempotence": True,  # transactions need it; here a refused record only aborts them
                 "max_in_flight_requests_per_connection": 5,
                 "transactional_id": transactional_id,
@@ -116,6 +124,9 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         self._open = False
         self._producer: Any = create_producer(self._config)  # no I/O yet: a bad setting fails here, at start
         self._deliveries: Deliveries | None = Deliveries(self._producer, *self._capacity, transactional=True)
+
+    def max_message_bytes(self) -> int | None:
+        return message_limit(self._config)
 
     # -- errors ----------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adapters.memory.broker import InMemoryBroker
-from application.ports import TopicAdmin, TopicReport, TopicSpec
+from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
 
 
 class InMemoryAdmin(TopicAdmin):
@@ -15,8 +15,8 @@ class InMemoryAdmin(TopicAdmin):
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
         reports = []
         for spec in specs:
-            if self._broker.create_topic(spec.name, spec.partitions):
-                reports.append(TopicReport(spec.name, "created", f"{spec.partitions} partitions"))
+            if self._broker.create_topic(spec.name, spec.partitions, max_message_bytes=spec.max_message_bytes):
+                reports.append(TopicReport(spec.name, "created", created_detail(spec)))
                 continue
             actual = self._broker.topics()[spec.name]
             if actual != spec.partitions:
@@ -26,3 +26,8 @@ class InMemoryAdmin(TopicAdmin):
             else:
                 reports.append(TopicReport(spec.name, "exists", f"{actual} partitions"))
         return reports
+
+    def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:
+        """In memory a topic without a limit takes anything, so only topics with one are reported."""
+        limits = self._broker.message_limits
+        return {name: limits[name] for name in topics if name in limits}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from application.errors import CommitFailed
-from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
+from application.messages import CREATE_TIME, ConsumedRecord, DeliveryError, Headers, TopicPartition, record_bytes
 from application.ports import Clock
 
 
@@ -78,14 +78,21 @@ class InMemoryBroker:
         self._failures: list[_FailureRule] = []
         self._round_robin = itertools.count()
         self._member_ids = itertools.count(1)
+        # Per-topic max.message.bytes (absent: no limit). A plain dict the sinks read without the lock.
+        self.message_limits: dict[str, int] = {}
 
     # -- topics -----------------------------------------------------------------------------------
 
-    def create_topic(self, name: str, partitions: int | None = None) -> bool:
-        """False when the topic already exists (it is left as it is)."""
+    def create_topic(self, name: str, partitions: int | None = None, *, max_message_bytes: int | None = None) -> bool:
+        """False when the topic already exists (it is left as it is).
+
+        ``max_message_bytes``: the sinks refuse larger records at publish time, as a Kafka client does.
+        """
         with self._changed:
             if name in self._topics:
                 return False
+            if max_message_bytes is not None:
+                self.message_limits[name] = max_message_bytes
             self._topics[name] = [[] for _ in range(partitions or self.default_partitions)]
             self._changed.notify_all()
             return True
@@ -93,6 +100,7 @@ class InMemoryBroker:
     def delete_topic(self, name: str) -> None:
         with self._changed:
             self._topics.pop(name, None)
+            self.message_limits.pop(name, None)
 
     def topics(self) -> dict[str, int]:
         with self._changed:
@@ -138,7 +146,14 @@ class InMemoryBroker:
             log = self._topics[partition.topic][partition.partition]
             return [
                 ConsumedRecord(
-                    partition.topic, partition.partition, r.offset, r.key, r.value, r.headers, r.timestamp_ms
+                    partition.topic,
+                    partition.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    r.headers,
+                    r.timestamp_ms,
+                    CREATE_TIME,
                 )
                 for r in log[offset : offset + max_records]
             ]
@@ -148,7 +163,7 @@ class InMemoryBroker:
         with self._changed:
             parts = self._topics.get(topic, [])
             return [
-                ConsumedRecord(topic, number, r.offset, r.key, r.value, r.headers, r.timestamp_ms)
+                ConsumedRecord(topic, number, r.offset, r.key, r.value, r.headers, r.timestamp_ms, CREATE_TIME)
                 for number, log in enumerate(parts)
                 for r in log
             ]
@@ -156,6 +171,16 @@ class InMemoryBroker:
     def wait_for_change(self, timeout_s: float) -> None:
         with self._changed:
             self.clock.wait(self._changed, timeout_s)
+
+    def refusal(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> str | None:
+        """Why a producer would refuse this record at publish time (larger than the topic takes), or None."""
+        limit = self.message_limits.get(topic)
+        if limit is None:
+            return None
+        size = record_bytes(key, value, headers)
+        if size <= limit:
+            return None
+        return f"MSG_SIZE_TOO_LARGE: the record is {size} bytes, more than {topic}'s max.message.bytes ({limit})"
 
     # -- failure injection --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from adapters.memory.broker import InMemoryBroker, UnknownTopic
+from adapters.refusals import Refusals
 from application.errors import SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
@@ -18,12 +19,19 @@ class InMemorySink(MessageSink):
         self._clock = broker.clock
         self._capacity = queue_capacity
         self._queue: deque[_Queued] = deque()
+        self._refusals = Refusals()
+        self._limits = broker.message_limits
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
         if len(self._queue) >= self._capacity:
             raise SinkFull(f"{len(self._queue)} records queued")
+        if self._limits and topic in self._limits:
+            refusal = self._broker.refusal(topic, key, value, headers)
+            if refusal is not None:
+                self._refusals.refuse(on_delivery, refusal)
+                return
         self._queue.append((topic, key, value, headers, on_delivery, int(self._clock.now() * 1000)))
 
     def _deliver_queued(self) -> None:
@@ -39,6 +47,9 @@ class InMemorySink(MessageSink):
             on_delivery(error)
 
     def poll(self, timeout_s: float) -> None:
+        if self._refusals:
+            self._refusals.serve()
+            timeout_s = 0.0
         if self._queue:
             self._deliver_queued()
         else:
@@ -46,9 +57,10 @@ class InMemorySink(MessageSink):
 
     def flush(self, timeout_s: float) -> bool:
         deadline = self._clock.monotonic() + timeout_s
-        while self._queue and self._clock.monotonic() < deadline:
+        while (self._queue or self._refusals) and self._clock.monotonic() < deadline:
+            self._refusals.serve()
             self._deliver_queued()
-        return not self._queue
+        return not self._queue and not self._refusals
 
     def close(self) -> None:
         self.flush(5.0)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import cast
 
 from adapters.memory.broker import InMemoryBroker
+from adapters.refusals import Refusals
 from application.errors import CommitFailed, TransactionAborted
 from application.messages import DeliveryError, Headers, TopicPartition
 from application.ports import DeliveryCallback, TransactionalSink
@@ -17,6 +18,7 @@ class InMemoryTransactionalSink(TransactionalSink):
     def __init__(self, broker: InMemoryBroker) -> None:
         self._broker = broker
         self._pending: list[_Pending] | None = None
+        self._refusals = Refusals()
         self.committed_transactions = 0
         self.aborted_transactions = 0
         self.prepared = 0
@@ -28,18 +30,27 @@ class InMemoryTransactionalSink(TransactionalSink):
         if self._pending is not None:
             raise RuntimeError("a transaction is already open")
         self._pending = []
+        self._refusals.start()
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
         if self._pending is None:
             raise RuntimeError("publish outside a transaction")
+        refusal = self._broker.refusal(topic, key, value, headers)
+        if refusal is not None:
+            self._refusals.refuse(on_delivery, refusal)
+            return
         self._pending.append((topic, key, value, headers, on_delivery))
 
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
         if self._pending is None:
             raise RuntimeError("commit outside a transaction")
         group_id, member_id = cast(tuple[str, str], group_metadata)  # what InMemorySource.group_metadata returns
+        if self._refusals.since_start:
+            refused = self._refusals.since_start
+            self._refusals.serve()
+            raise TransactionAborted(f"{refused} record(s) of the transaction were refused by the producer")
         failures: list[tuple[DeliveryCallback, DeliveryError]] = []
         for topic, _, _, _, on_delivery in self._pending:
             error = self._broker.take_failure(topic)
@@ -60,6 +71,7 @@ class InMemoryTransactionalSink(TransactionalSink):
         self.committed_transactions += 1
 
     def abort(self) -> None:
+        self._refusals.serve()
         if self._pending is not None:
             self.aborted_transactions += 1
         self._pending = None

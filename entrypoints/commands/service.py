@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import multiprocessing
 import signal
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from dependency_injector import providers
+
 from adapters.http import OperationsServer
 from adapters.logging import configure_logging
 from application.errors import FatalBrokerError, InvalidConfiguration
-from entrypoints.commands.topics import ensure_topics, report
+from entrypoints.commands.topics import ensure_topics, message_limits, producer_limit, report
 from entrypoints.config import Settings
 from entrypoints.container import Container, build_container
 from entrypoints.errors import EnvironmentProblem
@@ -49,12 +52,14 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
     if server is not None:
         server.start()
     try:
-        if options.ensure_topics:
-            admin = container.admin()
-            try:
+        admin = container.admin()
+        try:
+            if options.ensure_topics:
                 report(ensure_topics(admin, settings, stop.event))
-            finally:
-                admin.close()
+            limits = message_limits(admin, settings)
+        finally:
+            admin.close()
+        apply_message_limits(container, settings, limits)
         pipeline = container.pipeline()
         log.info(
             "starting: %s -> %s / %s, group %s, client %s, %s",
@@ -83,6 +88,19 @@ def _operations_server(container: Container, settings: Settings) -> OperationsSe
             f"{error.strerror}; free the port, or choose another with METRICS_PORT (0 disables)"
         ) from None
     return server
+
+
+def apply_message_limits(container: Container, settings: Settings, limits: dict[str, int]) -> None:
+    """The producers let through anything the input topic holds; the pipeline knows both topics' limits."""
+    input_limit = limits.get(settings.input_topic)
+    if input_limit is not None:
+        container.message_limit.override(providers.Object(producer_limit(input_limit)))
+    pipeline_settings = dataclasses.replace(
+        settings.pipeline_settings(),
+        input_max_message_bytes=input_limit,
+        dlq_max_message_bytes=limits.get(settings.dlq_topic),
+    )
+    container.pipeline_settings.override(providers.Object(pipeline_settings))
 
 
 def _worker(settings: Settings, options: RunOptions) -> None:

@@ -15,11 +15,41 @@ from entrypoints.container import build_container
 log = logging.getLogger(__name__)
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
+# What a dead letter may add to the record it carries: the x-dlq-* headers (about 1.5 KiB at most) and framing.
+HEADROOM_BYTES = 16 * 1024
+
+
+def topic_specs(settings: Settings, input_limit: int | None = None) -> list[TopicSpec]:
+    """The input topic, then the output and the DLQ, which take anything the input can (``input_limit``)."""
+    wider = None if input_limit is None else input_limit + HEADROOM_BYTES
+    partitions, replication = settings.topic_partitions, settings.topic_replication_factor
     return [
-        TopicSpec(name, settings.topic_partitions, settings.topic_replication_factor)
-        for name in (settings.input_topic, settings.output_topic, settings.dlq_topic)
+        TopicSpec(settings.input_topic, partitions, replication),
+        TopicSpec(settings.output_topic, partitions, replication, wider),
+        TopicSpec(settings.dlq_topic, partitions, replication, wider),
     ]
+
+
+def _ensure(admin: TopicAdmin, settings: Settings) -> list[TopicReport]:
+    """The input topic first: the others are created with room for anything it holds."""
+    first = topic_specs(settings)[0]
+    reports = admin.ensure_topics([first])
+    limit = admin.max_message_bytes([settings.input_topic]).get(settings.input_topic)
+    return reports + admin.ensure_topics(topic_specs(settings, limit)[1:])
+
+
+def message_limits(admin: TopicAdmin, settings: Settings) -> dict[str, int]:
+    """The input topic's and the DLQ's max.message.bytes, as far as they can be read (none on failure)."""
+    try:
+        return admin.max_message_bytes([settings.input_topic, settings.dlq_topic])
+    except BrokerUnavailable as error:
+        log.warning("cannot read the topics' max.message.bytes; the producer keeps its own limit: %s", error)
+        return {}
+
+
+def producer_limit(input_limit: int) -> int:
+    """What the producer must let through so that a dead letter of the input's largest record fits."""
+    return input_limit + HEADROOM_BYTES
 
 
 def ensure_topics(admin: TopicAdmin, settings: Settings, stop: threading.Event | None = None) -> list[TopicReport]:
@@ -27,7 +57,7 @@ def ensure_topics(admin: TopicAdmin, settings: Settings, stop: threading.Event |
     delay = 1.0
     while True:
         try:
-            return admin.ensure_topics(topic_specs(settings))
+            return _ensure(admin, settings)
         except BrokerUnavailable as error:
             log.warning("cannot ensure topics yet, retrying in %.0fs: %s", delay, error)
             if stop is None or stop.wait(delay):
@@ -48,7 +78,7 @@ def report(reports: list[TopicReport]) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     admin = build_container(settings).admin()
     try:
-        report(admin.ensure_topics(topic_specs(settings)))
+        report(_ensure(admin, settings))
     except BrokerUnavailable as error:
         print(f"pipeline: {error}", file=sys.stderr)
         return 1

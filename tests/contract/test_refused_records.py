@@ -1,0 +1,85 @@
+"""A record the producer refuses when it is queued, for every sink, plain and transactional.
+
+confluent-kafka raises from ``produce()`` and kafka-python from ``send()`` for a record larger than
+the producer's own limit; the in-memory sinks refuse one larger than the topic's max.message.bytes.
+Every sink must report it through the record's callback as a non-retriable DeliveryError with the
+client's text, and raise nothing; a transaction holding it must not commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from application.errors import TransactionAborted
+from application.messages import DeliveryError
+from application.ports import TopicSpec, TransactionalSink
+from tests.contract.kits import AdapterKit, MemoryKit
+
+LIMIT = 1_000_000  # librdkafka's default message.max.bytes; kafka-python's max_request_size is 1 MiB
+TOO_LARGE = b"x" * 1_100_000
+
+
+def limited_topic(kit: AdapterKit) -> str:
+    name = f"contract-{uuid.uuid4().hex[:10]}"
+    admin = kit.admin()
+    try:
+        [report] = admin.ensure_topics([TopicSpec(name, 1, 1, LIMIT)])
+        assert report.status == "created", report
+        assert admin.max_message_bytes([name, f"missing-{name}"]) == {name: LIMIT}
+    finally:
+        admin.close()
+    return name
+
+
+def transactional_sink(kit: AdapterKit) -> TransactionalSink:
+    if isinstance(kit, MemoryKit):
+        from adapters.memory import InMemoryTransactionalSink
+
+        return InMemoryTransactionalSink(kit.broker)
+    connection = kit.connection  # type: ignore[attr-defined]
+    if kit.name == "confluent":
+        from adapters.confluent.transactional import ConfluentTransactionalSink
+
+        return ConfluentTransactionalSink(connection, f"contract-{uuid.uuid4().hex[:8]}")
+    from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
+
+    return KafkaPythonTransactionalSink(connection, f"contract-{uuid.uuid4().hex[:8]}")
+
+
+def test_a_record_the_producer_refuses_is_reported_through_its_callback(kit: AdapterKit) -> None:
+    topic = limited_topic(kit)
+    sink = kit.sink()
+    outcomes: dict[str, DeliveryError | None] = {}
+    try:
+        sink.publish(topic, b"k", TOO_LARGE, [("h", b"v")], lambda error: outcomes.__setitem__("large", error))
+        sink.publish(topic, b"k", b"small", (), lambda error: outcomes.__setitem__("small", error))
+        assert sink.flush(30.0)
+    finally:
+        sink.close()
+    refused = outcomes["large"]
+    assert refused is not None and not refused.retriable and not refused.collateral
+    assert refused.message, "the client's error text"
+    assert outcomes["small"] is None, "the producer goes on with the next record"
+    assert [r.value for r in kit.read_all(topic, 1)] == [b"small"]
+
+
+def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit) -> None:
+    topic = limited_topic(kit)
+    sink = transactional_sink(kit)
+    outcomes: dict[str, DeliveryError | None] = {}
+    try:
+        sink.prepare()
+        sink.begin()
+        sink.publish(topic, b"k", b"small", (), lambda error: outcomes.__setitem__("small", error))
+        sink.publish(topic, b"k", TOO_LARGE, (), lambda error: outcomes.__setitem__("large", error))
+        with pytest.raises(TransactionAborted):
+            sink.commit({}, ("contract-group", "member"))
+        sink.abort()
+    finally:
+        sink.close()
+    refused = outcomes["large"]
+    assert refused is not None and not refused.retriable and not refused.collateral
+    assert refused.message
+    assert kit.read_all(topic, 0) == [], "nothing of the aborted transaction is visible"
