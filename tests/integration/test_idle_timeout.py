@@ -15,7 +15,7 @@ import pytest
 from tests.contract.kits import ConfluentKit
 from tests.integration.harness import Dataset, Outcome, Service, Topics
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RECORDS = 10_000
 IDLE_TIMEOUT_S = 5
