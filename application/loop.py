@@ -273,13 +273,19 @@ class DrainCheck:
     def _group_settled(self, view: GroupView, assigned: Set[TopicPartition]) -> bool:
         unowned = view.unowned
         elsewhere = sorted(view.owned - view.mine)
+        if view.state != "Stable" and not view.members:  # Empty (or Dead): this member's join is on its way
+            self._say("joining", (), logging.INFO, "waiting for the group (%s): this member is joining it", view.state)
+            return False
         if view.state != "Stable":
+            if elsewhere:
+                detail = f" and {_are(elsewhere)} still held by another member"
+            else:
+                detail = f" and {_are(unowned)} not assigned yet" if unowned else ""
             self._say(
                 "rebalancing", elsewhere or unowned, logging.INFO,
-                "waiting up to %.0fs for the group: it is rebalancing (%s, %d member(s)) and %s (a member that "
+                "waiting up to %.0fs for the group: it is rebalancing (%s, %d member(s))%s (a member that "
                 "stopped responding keeps its partitions until its session times out)",
-                view.session_timeout_s, view.state, view.members,
-                f"{_are(elsewhere)} still held by another member" if elsewhere else f"{_are(unowned)} not assigned yet",
+                view.session_timeout_s, view.state, view.members, detail,
             )  # fmt: skip
             return False
         if not view.joined:

@@ -181,14 +181,21 @@ class _Described(MessageSource):
 P0, P1 = TopicPartition(IN, 0), TopicPartition(IN, 1)
 
 
-def _view(state: str = "Stable", *, joined: bool = True, owned: Sequence[TopicPartition] = (P0, P1),
-          mine: Sequence[TopicPartition] = (P0, P1)) -> GroupView:  # fmt: skip
-    return GroupView(state, joined, frozenset({P0, P1}), frozenset(owned), frozenset(mine), 2, SESSION_S)
+def _view(
+    state: str = "Stable",
+    *,
+    joined: bool = True,
+    owned: Sequence[TopicPartition] = (P0, P1),
+    mine: Sequence[TopicPartition] = (P0, P1),
+    members: int = 2,
+) -> GroupView:
+    return GroupView(state, joined, frozenset({P0, P1}), frozenset(owned), frozenset(mine), members, SESSION_S)
 
 
 def test_drained_only_when_stable_joined_and_every_partition_owned(caplog: pytest.LogCaptureFixture) -> None:
     check = DrainCheck(
         _Described(
+            _view("Empty", joined=False, owned=(), mine=(), members=0),  # before this member's join reached it
             _view("CompletingRebalance"),
             _view(joined=False, mine=()),  # this member's join has not reached the broker yet
             _view(owned=(P0,), mine=(P0,)),  # P1 belongs to no one
@@ -196,11 +203,13 @@ def test_drained_only_when_stable_joined_and_every_partition_owned(caplog: pytes
         )
     )
     with caplog.at_level(logging.INFO, logger="application.loop"):
-        assert [check.drained(IDLE_S, {P0}) for _ in range(4)] == [False, False, False, True]
+        assert [check.drained(IDLE_S, {P0}) for _ in range(5)] == [False, False, False, False, True]
     said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 3
-    assert "this member has not joined it yet, and partitions user-login[0, 1] are held by 2 other" in said[1]
-    assert "partitions user-login[1] are not assigned to any member" in said[2]
+    assert said[0] == "waiting for the group (Empty): this member is joining it"
+    assert said[1].startswith("waiting up to 6s for the group: it is rebalancing (CompletingRebalance, 2 member(s)) ")
+    assert "this member has not joined it yet, and partitions user-login[0, 1] are held by 2 other" in said[2]
+    assert "partitions user-login[1] are not assigned to any member" in said[3]
+    assert len(said) == 4
 
 
 def test_an_assignment_on_its_way_is_not_drained() -> None:
