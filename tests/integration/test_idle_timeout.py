@@ -53,8 +53,9 @@ def test_a_restart_right_after_kill_9_reads_every_remaining_record_before_its_id
     log = second.output(tail=None)
     stopped = _STOPPED.search(log)
     assert stopped, log[-4000:]
-    # It read what the killed instance had not committed (at least the 70% it never got to) ...
-    assert int(stopped.group(1)) >= RECORDS * 0.7, second.output()
+    # It read what the killed instance had not committed: at least the half it never got to (killed at about
+    # 30%, throttled to 2,000 records a second, it had consumed and committed well under half) ...
+    assert int(stopped.group(1)) >= RECORDS // 2, second.output()
     # ... and everything is on the output or the DLQ: nothing was left for a later run.
     outcome = Outcome.read(kit, topics, dataset)
     missing = outcome.missing(dataset)
