@@ -20,8 +20,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RECORDS = 10_000
 IDLE_TIMEOUT_S = 5
 # Longer than the restart's start-up plus its idle timeout, so its first idle check lands while the
-# group still waits for the killed member (that is the case under test), and short for CI's sake.
+# group still waits for the killed member (that is the case under test), and short for CI's sake. The
+# killed instance heartbeats every second, so its session ends close to SESSION_TIMEOUT after the kill
+# (the default interval, 3 s, could end it that much sooner).
 SESSION_TIMEOUT = "10s"
+KILLED = {"SESSION_TIMEOUT": SESSION_TIMEOUT, "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000"}
 MODES = [
     pytest.param("confluent", "at-least-once", id="confluent-alo"),
     pytest.param("confluent", "exactly-once", id="confluent-eos"),
@@ -41,7 +44,7 @@ def test_a_restart_right_after_kill_9_reads_every_remaining_record_before_its_id
     dataset = Dataset.produce(kit, topics.input, RECORDS, seed=40 + attempt)
     first = Service(
         kafka_bootstrap, client, topics,
-        PROCESSING_GUARANTEE=guarantee, SESSION_TIMEOUT=SESSION_TIMEOUT, MAX_RECORDS_PER_SECOND="2000",
+        PROCESSING_GUARANTEE=guarantee, MAX_RECORDS_PER_SECOND="2000", **KILLED,
     )  # fmt: skip
     first.wait_consumed(RECORDS * 0.3)
     first.kill()
