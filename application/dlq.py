@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from application import dead_letter
 from application.errors import SinkFull
+from application.loop import DrainCheck
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition, header_value
 from application.ports import Clock, GroupOffsets, MessageSink, MessageSource
 from application.rate_limit import RateLimiter
@@ -179,7 +180,9 @@ def replay_dead_letters(
     Stopping (or ``max_records``) between batches leaves nothing half-done, so a
     restarted replay continues exactly where this one stopped. ``source`` reads in the group of
     ``reason``'s filter (``replay_group``); records other filters' replays already re-published,
-    per ``positions`` (read when the replay starts), are skipped.
+    per ``positions`` (read when the replay starts), are skipped. It stops by itself once caught up,
+    or after ``idle_timeout_s`` without a record, and then only if the input is drained (see
+    DrainCheck): a replay killed a moment ago may still hold partitions of the group.
     """
     clock = clock or Clock()
     positions = positions or ReplayPositions()
@@ -187,8 +190,10 @@ def replay_dead_letters(
     limiter = RateLimiter(records_per_second, clock) if records_per_second else None
     listener = _Assignments()
     summary = ReplaySummary()
+    drain = DrainCheck(source)
     source.subscribe([dlq_topic], listener)
     last_record = clock.monotonic()
+    next_check = last_record  # after a check that found the group unsettled, the next waits an idle period
     try:
         while not stop.is_set():
             wanted = 500
@@ -201,8 +206,11 @@ def replay_dead_letters(
             records = source.poll_batch(wanted, _POLL_S)
             now = clock.monotonic()
             if not records:
-                if (_caught_up(source, listener)) or now - last_record >= idle_timeout_s:
-                    break
+                if now >= next_check and (_caught_up(source, listener) or now - last_record >= idle_timeout_s):
+                    if drain.drained(idle_timeout_s, listener.assigned):
+                        break
+                    last_record = clock.monotonic()
+                    next_check = last_record + idle_timeout_s
                 continue
             last_record = now
             if not _replay_batch(records, sink, source, target_topic, reason, positions, max_records, summary):

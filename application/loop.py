@@ -6,12 +6,12 @@ import logging
 import random
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
-from application.errors import BrokerUnavailable
+from application.errors import BrokerUnavailable, UnsupportedOperation
 from application.health import HealthState
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition, record_bytes
-from application.ports import Clock, MessageSource, Metrics
+from application.ports import Clock, GroupView, MessageSource, Metrics
 from application.rate_limit import RateLimiter
 from application.routing import RecordRouter
 from application.settings import PipelineSettings
@@ -58,7 +58,7 @@ class PipelineLoop(ABC):
         self._assigned: set[TopicPartition] = set()
         self._stop = threading.Event()
         self._last_activity = self._clock.monotonic()  # last record or assignment: the idle clock's start
-        self._partitions_were_unreadable = False  # at the last idle check
+        self._drain_check = DrainCheck(source)
         self._last_lag_report = 0.0
         self._outage_since = 0.0  # when the current broker outage began (monotonic)
         self._outage_reminded = 0.0  # when it was last reported
@@ -193,23 +193,15 @@ class PipelineLoop(ABC):
         return self.stats
 
     def _idle_for(self, idle_timeout_s: float, now: float) -> bool:
-        """No record for ``idle_timeout_s``, nothing in flight, and every partition readable all along.
+        """No record for ``idle_timeout_s``, nothing in flight, and the input drained (see DrainCheck).
 
-        Silence from a partition that cannot be read yet says nothing, so the idle clock restarts then,
-        and once more when it turns readable: a partition that just did may not have been fetched yet.
+        When it is not drained yet, the idle clock starts again: only silence while this member holds
+        a stable assignment, every partition readable, says the input is drained.
         """
         if now - self._last_activity < idle_timeout_s or not self._idle():
             return False
-        unreadable = self._source.unreadable()
-        if not unreadable and not self._partitions_were_unreadable:
+        if self._drain_check.drained(idle_timeout_s, self._assigned):
             return True
-        if unreadable:
-            log.warning(
-                "no record for %.1fs, but %s cannot be read yet (a pending transaction, perhaps a stopped "
-                "instance's, holds their committed offsets until the broker's transaction timeout): waiting",
-                idle_timeout_s, describe(unreadable),
-            )  # fmt: skip
-        self._partitions_were_unreadable = bool(unreadable)
         self._last_activity = self._clock.monotonic()
         return False
 
@@ -249,8 +241,9 @@ class PipelineLoop(ABC):
                 self._metrics.consumer_lag(partition, lag)
 
     def _track_assignment(self, assigned: Sequence[TopicPartition], revoked: Sequence[TopicPartition]) -> None:
-        if assigned:
+        if assigned or revoked:  # a rebalance: the idle clock runs only while the assignment is stable
             self._last_activity = self._clock.monotonic()
+            self._drain_check.rebalanced()
         self._assigned.update(assigned)
         self._assigned.difference_update(revoked)
         self.health.assigned_partitions = len(self._assigned)
@@ -307,3 +300,102 @@ def describe_stall(
         f"value {len(value or b'')} bytes) {refused}: {error}. Nothing past it is committed; the other partitions "
         f"go on. Remedy: {remedy}, or replay offset {record.offset} of {where} elsewhere and move the group past it"
     )
+
+
+class DrainCheck:
+    """Whether silence from the input means it is drained: asked at idle checks only, never per record.
+
+    Not while some partition this member holds cannot be read yet (a pending transaction holds its
+    committed offset back), nor just after one turned readable (it may not have been fetched yet). Nor
+    unless the group is Stable, this member in it, and every partition of the subscribed topics owned by
+    one of its members: a member that stopped responding keeps its partitions, read by nobody, until the
+    broker drops it at its session timeout, and meanwhile the group rebalances (the broker waits for it)
+    or, before this member's join reached the broker, lists it as their owner. What it waits for is said
+    once per cause, with how long it may last.
+    """
+
+    def __init__(self, source: MessageSource, *, logger: logging.Logger = log) -> None:
+        self._source = source
+        self._log = logger
+        self._were_unreadable = False
+        self._said: set[tuple[str, frozenset[TopicPartition]]] = set()
+
+    def rebalanced(self) -> None:
+        """The assignment changed: a cause seen before may be said again."""
+        self._said.clear()
+
+    def drained(self, idle_timeout_s: float, assigned: Set[TopicPartition]) -> bool:
+        """``assigned``: what this member was given, as its rebalance listener saw it."""
+        unreadable = self._source.unreadable()
+        if unreadable or self._were_unreadable:
+            self._were_unreadable = bool(unreadable)
+            if unreadable:
+                self._say(
+                    "unreadable", unreadable, logging.WARNING,
+                    "no record for %.1fs, but %s cannot be read yet (a pending transaction, perhaps a stopped "
+                    "instance's, holds their committed offsets until the broker's transaction timeout): waiting",
+                    idle_timeout_s, describe(unreadable),
+                )  # fmt: skip
+            return False
+        try:
+            view = self._source.group_view()
+        except BrokerUnavailable as error:
+            self._say("unknown", (), logging.WARNING, "cannot describe the group yet (%s): waiting", error)
+            return False
+        except UnsupportedOperation as error:
+            self._say(
+                "unsupported", (), logging.WARNING,
+                "cannot tell whether other members hold partitions (%s): this member's own silence counts as "
+                "drained", error,
+            )  # fmt: skip
+            return True
+        return view is None or self._group_settled(view, assigned)
+
+    def _group_settled(self, view: GroupView, assigned: Set[TopicPartition]) -> bool:
+        unowned = view.unowned
+        elsewhere = sorted(view.owned - view.mine)
+        if view.state != "Stable" and not view.members:  # Empty (or Dead): this member's join is on its way
+            self._say("joining", (), logging.INFO, "waiting for the group (%s): this member is joining it", view.state)
+            return False
+        if view.state != "Stable":
+            if elsewhere:
+                detail = f" and {_are(elsewhere)} still held by another member"
+            else:
+                detail = f" and {_are(unowned)} not assigned yet" if unowned else ""
+            self._say(
+                "rebalancing", elsewhere or unowned, logging.INFO,
+                "waiting up to %.0fs for the group: it is rebalancing (%s, %d member(s))%s (a member that "
+                "stopped responding keeps its partitions until its session times out)",
+                view.session_timeout_s, view.state, view.members, detail,
+            )  # fmt: skip
+            return False
+        if not view.joined:
+            self._say(
+                "not-joined", elsewhere, logging.INFO,
+                "waiting up to %.0fs for the group: this member has not joined it yet, and %s held by %d other "
+                "member(s), perhaps one that stopped responding (it keeps them until its session times out)",
+                view.session_timeout_s, _are(elsewhere), view.members,
+            )  # fmt: skip
+            return False
+        if unowned:
+            self._say(
+                "unowned", unowned, logging.INFO,
+                "waiting for the group: %s not assigned to any member (the group reassigns them at its next "
+                "rebalance, e.g. once every member has seen new partitions)", _are(unowned),
+            )  # fmt: skip
+            return False
+        if view.mine != assigned:  # the group just handed this member a new assignment: it is on its way
+            self._log.debug("group assigned %s to this member, which holds %s", describe(sorted(view.mine)),
+                            describe(sorted(assigned)))  # fmt: skip
+            return False
+        return True
+
+    def _say(self, cause: str, partitions: Sequence[TopicPartition], level: int, message: str, *args: object) -> None:
+        key = (cause, frozenset(partitions))
+        if key not in self._said:
+            self._said.add(key)
+            self._log.log(level, message, *args)
+
+
+def _are(partitions: Sequence[TopicPartition]) -> str:
+    return f"partitions {describe(partitions)} are" if partitions else "no partitions are"

@@ -25,6 +25,33 @@ class RebalanceListener(Protocol):
         """Taken away without notice (the session expired): too late to commit them."""
 
 
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """The consumer group as one member can tell it, from the broker's description of the group.
+
+    Only a Stable group's ownership is settled. While it rebalances (PreparingRebalance,
+    CompletingRebalance, or Reconciling/Assigning under the consumer protocol) the broker may be waiting
+    for a member that stopped responding, which it drops only once its session times out; it may still
+    list that member with the partitions it held, which nobody reads meanwhile.
+    """
+
+    state: str  # the broker's name for it: "Stable", "PreparingRebalance", "Empty" ...
+    joined: bool  # this member is one of the group's members (its join has reached the broker)
+    partitions: frozenset[TopicPartition]  # every partition of the subscribed topics
+    owned: frozenset[TopicPartition]  # those assigned to a member of the group, as the broker lists them
+    mine: frozenset[TopicPartition]  # those assigned to this member (it may not have been told yet)
+    members: int
+    session_timeout_s: float  # the longest a member that stopped responding keeps its partitions
+
+    @property
+    def stable(self) -> bool:
+        return self.state == "Stable" and self.joined
+
+    @property
+    def unowned(self) -> list[TopicPartition]:
+        return sorted(self.partitions - self.owned)
+
+
 class MessageSource(ABC):
     """A consumer-group member reading records and committing positions by hand."""
 
@@ -61,6 +88,15 @@ class MessageSource(ABC):
         timeout. "No record for a while" says nothing about such partitions.
         """
         return []
+
+    def group_view(self) -> GroupView | None:
+        """The group's state as the broker describes it now; None when this source cannot tell.
+
+        For idle checks only (a request to the group coordinator, bounded in time), never per record.
+        Raises BrokerUnavailable when the broker does not answer in time, UnsupportedOperation when it
+        refuses to describe the group (so asking again will not help).
+        """
+        return None
 
     def group_metadata(self) -> object:
         """The group's identity for a transactional offset commit (exactly-once mode only)."""

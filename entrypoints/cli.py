@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=_non_negative_float,
         metavar="SECONDS",
-        help="stop after this long with no new record (an outage, or partitions not readable yet, does not count)",
+        help="stop after this long with no new record, once the group is settled (an outage, a rebalance, "
+        "a dead member's partitions, or partitions not readable yet, do not count)",
     )
     run.add_argument("--ensure-topics", action="store_true", help="create missing topics at start")
     run.add_argument(

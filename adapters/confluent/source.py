@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -9,11 +10,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, unavailable
-from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration
+from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration, UnsupportedOperation
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
-from application.ports import MessageSource, RebalanceListener
+from application.ports import GroupView, MessageSource, RebalanceListener
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,25 @@ _OWNERSHIP_LOST = {
 _IGNORED_CONSUME_ERRORS = {KafkaError._PARTITION_EOF}
 # By librdkafka's TIMESTAMP_NOT_AVAILABLE (0), TIMESTAMP_CREATE_TIME (1), TIMESTAMP_LOG_APPEND_TIME (2).
 _TIMESTAMP_TYPES = (None, CREATE_TIME, LOG_APPEND_TIME)
+# Describing the group (at idle checks only): the longest one answer may take.
+_DESCRIBE_TIMEOUT_S = 5.0
+# The broker refuses to describe the group (or this client to ask): asking again will not help.
+_CANNOT_DESCRIBE = {
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.UNSUPPORTED_VERSION,
+    KafkaError._UNSUPPORTED_FEATURE,
+    KafkaError._INVALID_ARG,
+}
+# librdkafka's names for the group states, as the broker spells them.
+_STATES = {
+    "PREPARING_REBALANCING": "PreparingRebalance",
+    "COMPLETING_REBALANCING": "CompletingRebalance",
+    "STABLE": "Stable",
+    "EMPTY": "Empty",
+    "DEAD": "Dead",
+}
 
 
 def _ours(partitions: Sequence[KafkaTopicPartition]) -> list[TopicPartition]:
@@ -51,6 +72,11 @@ class ConfluentSource(MessageSource):
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self._servers = connection.bootstrap_servers
+        self._connection = connection
+        self._group_id = group_id
+        self._session_timeout_s = session_timeout_ms / 1000
+        self._topics: list[str] = []
+        self._admin: AdminClient | None = None  # created at the first idle check that describes the group
         self.errors = ErrorReporter("consumer")
         config = client_config(
             connection,
@@ -102,6 +128,7 @@ class ConfluentSource(MessageSource):
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._listener = listener
+        self._topics = list(topics)
         self._consumer.subscribe(
             list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -214,7 +241,50 @@ class ConfluentSource(MessageSource):
             return _ours(unread)
         return _ours([p for p in found if p.error is not None])
 
+    def group_view(self) -> GroupView:
+        """The group coordinator's description of the group, and the subscribed topics' partitions."""
+        try:
+            if self._admin is None:
+                self._admin = AdminClient(client_config(self._connection, "admin", {}))
+            future = self._admin.describe_consumer_groups([self._group_id], request_timeout=_DESCRIBE_TIMEOUT_S)
+            description = future[self._group_id].result(timeout=_DESCRIBE_TIMEOUT_S + 1)
+            partitions: set[TopicPartition] = set()
+            for topic in self._topics:
+                metadata = self._consumer.list_topics(topic, timeout=_DESCRIBE_TIMEOUT_S).topics.get(topic)
+                if metadata is not None and metadata.error is None:
+                    partitions.update(TopicPartition(topic, number) for number in metadata.partitions)
+            member_id = self._consumer.memberid() or ""
+        except KafkaException as exception:
+            error = exception.args[0] if exception.args else None
+            if isinstance(error, KafkaError) and error.code() in _CANNOT_DESCRIBE:
+                raise UnsupportedOperation(f"cannot describe group {self._group_id}: {error.str()}") from None
+            raise unavailable(exception, self._servers) from None
+        except concurrent.futures.TimeoutError:
+            raise BrokerUnavailable(
+                f"group {self._group_id}: no description within {_DESCRIBE_TIMEOUT_S:.0f}s from {self._servers}"
+            ) from None
+        except RuntimeError as error:  # the consumer is closed
+            raise UnsupportedOperation(str(error)) from None
+        state = getattr(description.state, "name", str(description.state))
+        owned: set[TopicPartition] = set()
+        mine: set[TopicPartition] = set()
+        for member in description.members:
+            held = {TopicPartition(p.topic, p.partition) for p in member.assignment.topic_partitions} & partitions
+            owned |= held
+            if member.member_id == member_id:
+                mine = held
+        return GroupView(
+            state=_STATES.get(state, state.title()),
+            joined=bool(member_id) and any(m.member_id == member_id for m in description.members),
+            partitions=frozenset(partitions),
+            owned=frozenset(owned),
+            mine=frozenset(mine),
+            members=len(description.members),
+            session_timeout_s=self._session_timeout_s,
+        )
+
     def close(self) -> None:
+        self._admin = None
         try:
             self._consumer.close()  # runs the revoke callback, then leaves the group
         except (KafkaException, RuntimeError) as error:

@@ -14,23 +14,39 @@ from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError, for_code
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConfigurationError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedVersionError,
+    for_code,
+)
 
 from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
-from application.errors import InvalidConfiguration
+from application.errors import InvalidConfiguration, UnsupportedOperation
 from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
 
 log = logging.getLogger(__name__)
 
 _TIMEOUT_MS = 15_000
 _MAX_MESSAGE_BYTES = "max.message.bytes"
+# The broker refuses to describe (or this client to ask): asking again will not help.
+_CANNOT_DESCRIBE = (
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    UnsupportedVersionError,
+)
 
 
 class KafkaPythonAdmin(TopicAdmin):
-    def __init__(self, connection: KafkaConnection) -> None:
+    def __init__(self, connection: KafkaConnection, *, timeout_ms: int = _TIMEOUT_MS) -> None:
         self._servers = connection.bootstrap_servers
         self._config = client_config(
-            connection, "admin", {"bootstrap_timeout_ms": _TIMEOUT_MS, "request_timeout_ms": _TIMEOUT_MS}
+            connection, "admin", {"bootstrap_timeout_ms": timeout_ms, "request_timeout_ms": timeout_ms}
         )
         self._admin: Any = None
 
@@ -119,6 +135,23 @@ class KafkaPythonAdmin(TopicAdmin):
             if value is not None:  # absent: no such topic, or not allowed to read its configuration
                 limits[name] = int(value)
         return limits
+
+    def describe_group(self, group_id: str, topics: Sequence[str]) -> tuple[dict[str, Any], dict[str, int]]:
+        """The coordinator's DescribeGroups answer for ``group_id``, and each of ``topics``' partition count.
+
+        Raises BrokerUnavailable (try later) or UnsupportedOperation (the broker refuses: do not).
+        """
+        admin = self._client()
+        try:
+            group = admin.describe_groups([group_id])[group_id]
+            counts = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(list(topics))}
+        except _CANNOT_DESCRIBE as error:
+            raise UnsupportedOperation(f"cannot describe group {group_id}: {error}") from None
+        except KafkaError as error:
+            raise unavailable(error, self._servers) from None
+        if group.get("error"):
+            raise UnsupportedOperation(f"cannot describe group {group_id}: {group['error']}")
+        return group, counts
 
     def close(self) -> None:
         if self._admin is not None:

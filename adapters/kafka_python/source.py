@@ -47,10 +47,11 @@ from kafka.errors import (
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
+from adapters.kafka_python.admin import KafkaPythonAdmin
 from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
-from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration
+from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration, UnsupportedOperation
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
-from application.ports import MessageSource, RebalanceListener
+from application.ports import GroupView, MessageSource, RebalanceListener
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ _COMMIT_TIMEOUT_MS = 10_000
 # group's first join waits group.initial.rebalance.delay.ms, 3 s by default), and the step of that wait.
 _GROUP_WAIT_S = 5.0
 _GROUP_POLL_S = 0.5
+# Describing the group (at idle checks only): the longest one request may take.
+_DESCRIBE_TIMEOUT_MS = 5_000
 # Errors meaning "this member no longer owns the partition": the next owner re-reads from the last commit.
 _OWNERSHIP_LOST = (
     CommitFailedError,
@@ -141,6 +144,11 @@ class KafkaPythonSource(MessageSource):
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self._servers = connection.bootstrap_servers
+        self._connection = connection
+        self._group_id = group_id
+        self._session_timeout_s = session_timeout_ms / 1000
+        self._topics: list[str] = []
+        self._admin: KafkaPythonAdmin | None = None  # created at the first idle check that describes the group
         config = client_config(
             connection,
             "consumer",
@@ -185,6 +193,7 @@ class KafkaPythonSource(MessageSource):
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._bridge = _RebalanceBridge(self, listener)
+        self._topics = list(topics)
         self._consumer.subscribe(topics=list(topics), listener=self._bridge)
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
@@ -330,11 +339,47 @@ class KafkaPythonSource(MessageSource):
             unknown = assigned
         return [TopicPartition(partition.topic, partition.partition) for partition in unknown]
 
+    def group_view(self) -> GroupView:
+        """The group coordinator's description of the group, through an admin client of its own."""
+        if self._admin is None:
+            self._admin = KafkaPythonAdmin(self._connection, timeout_ms=_DESCRIBE_TIMEOUT_MS)
+        try:
+            group, counts = self._admin.describe_group(self._group_id, self._topics)
+        except InvalidConfiguration as error:
+            raise UnsupportedOperation(str(error)) from None
+        member_id = self._consumer.group_metadata().member_id or ""
+        partitions = {TopicPartition(t, n) for t in self._topics for n in range(counts.get(t, 0))}
+        owned: set[TopicPartition] = set()
+        mine: set[TopicPartition] = set()
+        members = group.get("members") or []
+        for member in members:
+            assignment = member.get("member_assignment") or {}
+            held = {
+                TopicPartition(topics["topic"], number)
+                for topics in (assignment.get("assigned_partitions") or [] if isinstance(assignment, dict) else [])
+                for number in topics["partitions"]
+            } & partitions
+            owned |= held
+            if member.get("member_id") == member_id:
+                mine = held
+        return GroupView(
+            state=str(group.get("group_state") or "Unknown"),
+            joined=bool(member_id) and any(m.get("member_id") == member_id for m in members),
+            partitions=frozenset(partitions),
+            owned=frozenset(owned),
+            mine=frozenset(mine),
+            members=len(members),
+            session_timeout_s=self._session_timeout_s,
+        )
+
     def close(self) -> None:
         """Revokes through the listener (so it can commit), leaves the group, stops the I/O thread."""
         if self._closed:
             return
         self._closed = True
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         try:
             self._consumer.close(autocommit=False, timeout_ms=_COMMIT_TIMEOUT_MS)
         except (KafkaError, RuntimeError) as error:

@@ -53,6 +53,12 @@ class _FailureRule:
     error: DeliveryError
 
 
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    state: str
+    members: dict[str, frozenset[TopicPartition]]  # member id -> partitions it holds
+
+
 class UnknownTopic(Exception):
     pass
 
@@ -284,6 +290,21 @@ class InMemoryBroker:
                 owner = subscribers[number * len(subscribers) // count]
                 group.members[owner].pending.add(TopicPartition(topic, number))
         group.assigned_generation = group.generation
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """As Kafka describes a group: Stable once every member has its assignment, and who holds what.
+
+        Like Kafka, it cannot tell a silent member from a live one before its session times out.
+        """
+        with self._changed:
+            group = self._groups.get(group_id)
+            if group is None or not group.members:
+                return GroupDescription("Empty", {})
+            stable = group.assigned_generation == group.generation and all(
+                m.delivered_generation == group.generation for m in group.members.values()
+            )
+            holding = {member_id: frozenset(member.holding) for member_id, member in group.members.items()}
+            return GroupDescription("Stable" if stable else "PreparingRebalance", holding)
 
     def commit(self, group_id: str, member_id: str, offsets: dict[TopicPartition, int]) -> None:
         with self._changed:

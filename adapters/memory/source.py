@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from adapters.memory.broker import InMemoryBroker
 from application.messages import ConsumedRecord, TopicPartition
-from application.ports import MessageSource, RebalanceListener
+from application.ports import GroupView, MessageSource, RebalanceListener
 
 _WAIT_STEP_S = 0.02
 
@@ -22,6 +22,7 @@ class InMemorySource(MessageSource):
         self._positions: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
         self._rotation = 0
+        self._topics: tuple[str, ...] = ()
 
     @property
     def assignment(self) -> list[TopicPartition]:
@@ -29,6 +30,7 @@ class InMemorySource(MessageSource):
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._listener = listener
+        self._topics = tuple(topics)
         self._member_id = self._broker.join(self._group_id, topics)
 
     def _rebalance(self) -> None:
@@ -82,6 +84,21 @@ class InMemorySource(MessageSource):
 
     def lag(self) -> dict[TopicPartition, int]:
         return {p: self._broker.end_offset(p) - position for p, position in self._positions.items()}
+
+    def group_view(self) -> GroupView:
+        description = self._broker.describe_group(self._group_id)
+        counts = self._broker.topics()
+        partitions = frozenset(TopicPartition(t, n) for t in self._topics for n in range(counts.get(t, 0)))
+        owned = frozenset(p for held in description.members.values() for p in held) & partitions
+        return GroupView(
+            state=description.state,
+            joined=self._member_id in description.members,
+            partitions=partitions,
+            owned=owned,
+            mine=description.members.get(self._member_id or "", frozenset()) & partitions,
+            members=len(description.members),
+            session_timeout_s=self._broker.session_timeout_s,
+        )
 
     def group_metadata(self) -> object:
         return (self._group_id, self._member_id)
