@@ -23,7 +23,7 @@ class HealthState:
         self.running = False
         self.assigned_partitions = 0
         self.last_loop_at = self._clock.monotonic()
-        self.last_error = ""
+        self.last_error = ""  # the cause, in one line, while the broker cannot be used (BrokerUnavailable.summary)
 
     def heartbeat(self) -> None:
         self.last_loop_at = self._clock.monotonic()
@@ -38,9 +38,7 @@ class HealthState:
         if not self.running:
             return Readiness(False, "pipeline not running")
         if not self.broker_available:
-            return Readiness(
-                False, f"broker unreachable: {self.last_error}" if self.last_error else "broker unreachable"
-            )
+            return Readiness(False, self.last_error or "broker unreachable")
         if self.assigned_partitions == 0:
             return Readiness(False, "no partitions assigned")
         if self.stalled():

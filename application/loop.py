@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 _BROKER_RETRY_CEILING_S = 30.0
 _LAG_REPORT_INTERVAL_S = 5.0
+_REMINDER_INTERVAL_S = 60.0
 
 
 class PipelineLoop(ABC):
@@ -57,6 +58,7 @@ class PipelineLoop(ABC):
         self._last_activity = self._clock.monotonic()  # last record or assignment: the idle clock's start
         self._partitions_were_unreadable = False  # at the last idle check
         self._last_lag_report = 0.0
+        self._outage = OutageReport(self._clock)
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -184,17 +186,16 @@ class PipelineLoop(ABC):
         return False
 
     def _broker_down(self, error: BrokerUnavailable, failures: int) -> None:
-        if self.health.broker_available or failures == 1:
-            log.warning("broker unavailable, retrying with backoff (not ready meanwhile): %s", error)
+        self._outage.down(error, new_outage=self.health.broker_available or failures == 1)
         self.health.broker_available = False
-        self.health.last_error = str(error)
+        self.health.last_error = error.summary()
         self._serve()
         delay = min(_BROKER_RETRY_CEILING_S, self._settings.retry.base_backoff_s * 2 ** min(failures, 16))
         self._stop.wait(self._rng.uniform(delay / 2, delay))
 
     def _broker_up(self, failures: int) -> None:
         if failures:
-            log.info("broker reachable again after %d failed attempt(s)", failures)
+            self._outage.up(failures)
             # An outage is not idleness: the idle timeout counts from the recovery, not the last record.
             self._last_activity = self._clock.monotonic()
         self.health.broker_available = True
@@ -217,6 +218,46 @@ class PipelineLoop(ABC):
             log.info("assigned %s", describe(assigned))
         if revoked:
             log.info("revoked %s", describe(revoked))
+
+
+class OutageReport:
+    """What the log says while the cluster cannot be used: the cause once, then a reminder at most a minute.
+
+    A new cause (the password was fixed, now the certificate is refused) is said at once.
+    """
+
+    def __init__(self, clock: Clock, reminder_interval_s: float = _REMINDER_INTERVAL_S) -> None:
+        self._clock = clock
+        self._interval = reminder_interval_s
+        self._since = 0.0
+        self._last_said = 0.0
+        self._cause: type[BrokerUnavailable] | None = None
+
+    def down(self, error: BrokerUnavailable, *, new_outage: bool) -> None:
+        now = self._clock.monotonic()
+        if new_outage or self._cause is None:
+            self._since = now
+        if new_outage or type(error) is not self._cause:
+            self._cause, self._last_said = type(error), now
+            log.warning("%s; retrying with backoff (not ready meanwhile)", error.summary())
+        elif now - self._last_said >= self._interval:
+            self._last_said = now
+            log.warning("still %s, for %s; retrying", error.summary(), duration(now - self._since))
+
+    def up(self, failures: int) -> None:
+        lasted = duration(self._clock.monotonic() - self._since) if self._cause is not None else "a moment"
+        log.info("broker reachable again after %s (%d failed attempt(s))", lasted, failures)
+        self._cause = None
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``3700`` -> ``1h01m``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def describe(partitions: Sequence[TopicPartition]) -> str:

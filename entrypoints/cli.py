@@ -1,7 +1,9 @@
 """The ``pipeline`` command line.
 
-Exit statuses: 0 success, 1 a runtime failure, 2 a usage or configuration
-mistake (one line on stderr naming what is wrong, no traceback).
+Exit statuses: 0 success, 1 a runtime failure (a cluster still unusable when a
+one-shot command gives up included), 2 a usage or configuration mistake, 3 the
+cluster refuses this principal an operation (no ACL); each with one line on
+stderr naming what is wrong, no traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from adapters.logging import configure_logging
-from application.errors import InvalidConfiguration
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 from entrypoints.commands import config as config_command
 from entrypoints.commands import demo, dlq, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
@@ -179,6 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, InvalidConfiguration) as error:
         print(f"pipeline: error: {error}", file=sys.stderr)
         return 2
+    except NotAuthorized as error:
+        print(f"pipeline: {error}", file=sys.stderr)
+        return service.EXIT_NOT_AUTHORIZED
+    except BrokerUnavailable as error:
+        print(f"pipeline: {error.summary()}", file=sys.stderr)
+        return 1
+    except FatalBrokerError as error:
+        print(f"pipeline: fatal broker error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)
         return 130

@@ -9,10 +9,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from adapters.kafka_connection import KafkaConnection
-from application.errors import BrokerUnavailable
+from adapters.kafka_connection import (
+    KafkaConnection,
+    authentication_failed,
+    check_tls_files,
+    principal,
+    tls_failed,
+)
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 
-__all__ = ["ErrorReporter", "KafkaConnection", "client_config", "is_unreachable"]
+__all__ = ["ErrorReporter", "KafkaConnection", "client_config", "is_not_authorized", "is_unreachable", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,8 @@ class LibrdkafkaLog:
 
 
 def client_config(connection: KafkaConnection, role: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Our defaults, then the user's properties; TLS files are read first, so a bad one is a setting's error."""
+    check_tls_files(connection.for_role(role))
     config: dict[str, Any] = {
         "bootstrap.servers": connection.bootstrap_servers,
         "logger": LibrdkafkaLog(role),  # librdkafka's own lines join our log stream, without the flood
@@ -62,30 +70,110 @@ def is_unreachable(error: KafkaError) -> bool:
 
 
 class ErrorReporter:
-    """librdkafka's error callback: logs a state change once, not every reconnect attempt."""
+    """librdkafka's error callback: remembers why the cluster cannot be used; logs a state change once.
 
-    def __init__(self, role: str) -> None:
+    A refused login (_AUTHENTICATION) or TLS handshake (_SSL) is followed by "all brokers down"
+    and by transport failures from every call; ``problem`` keeps the real cause until the cluster
+    answers again, and the caller reports it (so it is not logged here, where it would repeat).
+    """
+
+    def __init__(self, role: str, connection: KafkaConnection | None = None) -> None:
         self._role = role
+        self._properties = connection.for_role(_ROLE_OF.get(role, "producer")) if connection else {}
+        self._servers = connection.bootstrap_servers if connection else ""
         self.unreachable = False
         self.last_error = ""
         self.fatal: KafkaError | None = None
+        self.problem: BrokerUnavailable | None = None
 
     def __call__(self, error: KafkaError) -> None:
         self.last_error = error.str()
-        if error.fatal():
+        code = error.code()
+        if code in _AUTHENTICATION:
+            detail = _detail(error.str())
+            self.problem = authentication_failed(self._properties, "" if "invalid credentials" in detail else detail)
+            self.unreachable = True
+            log.debug("%s: %s", self._role, error.str())
+        elif code == KafkaError._SSL:
+            self.problem = tls_failed(self._properties, self._servers, _detail(error.str()))
+            self.unreachable = True
+            log.debug("%s: %s", self._role, error.str())
+        elif error.fatal():
             self.fatal = error
             log.error("%s: fatal Kafka error: %s", self._role, error.str())
         elif is_unreachable(error):
-            if not self.unreachable:
+            if not self.unreachable and self.problem is None:
                 log.warning("%s: cannot reach the Kafka cluster: %s", self._role, error.str())
             self.unreachable = True
         else:
             log.warning("%s: Kafka error: %s", self._role, error.str())
 
     def reachable(self) -> None:
-        if self.unreachable:
+        if self.unreachable and self.problem is None:
             log.info("%s: Kafka cluster reachable again", self._role)
         self.unreachable = False
+        self.problem = None
+
+    def unavailable(self, error: KafkaException | KafkaError | None = None) -> BrokerUnavailable:
+        """What a failed call means: the remembered cause if there is one, else an unreachable cluster."""
+        if self.problem is not None:
+            return self.problem
+        if error is None:
+            return BrokerUnavailable(self.last_error or f"cannot reach Kafka at {self._servers}")
+        return unavailable(error, self._servers)
+
+
+_ROLE_OF = {"consumer": "consumer", "producer": "producer", "transactional producer": "producer", "admin": "admin"}
+_AUTHENTICATION = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+_NOT_AUTHORIZED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "group",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "cluster",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "transactional-id",
+}
+
+
+def _detail(text: str) -> str:
+    """librdkafka's message without the broker prefix and the timing suffix."""
+    text = re.sub(r"\s*\(after \d+ms in state \w+\)$", "", text)
+    text = text.split("/bootstrap: ", 1)[-1]
+    for prefix in ("SASL authentication error: ", "SSL handshake failed: "):
+        text = text.removeprefix(prefix)
+    return re.sub(r"^error:[0-9A-F]+:SSL routines::", "", text)
+
+
+def is_not_authorized(error: KafkaError) -> bool:
+    return error.code() in _NOT_AUTHORIZED
+
+
+def translate(
+    error: KafkaException | KafkaError,
+    reporter: ErrorReporter,
+    *,
+    operation: str,
+    resources: dict[str, str],
+    connection: KafkaConnection,
+) -> Exception:
+    """Any librdkafka error as the port's error: the one place confluent adapters map codes to classes.
+
+    ``operation`` and ``resources`` (resource type -> name) say what was attempted, for NotAuthorized.
+    """
+    failure: KafkaError = error.args[0] if isinstance(error, KafkaException) else error
+    code = failure.code()
+    if code in _NOT_AUTHORIZED:
+        kind = _NOT_AUTHORIZED[code]
+        name = "kafka-cluster" if kind == "cluster" else resources.get(kind, "?")
+        action = {"cluster": "IdempotentWrite", "group": "Read"}.get(kind, operation)
+        return NotAuthorized(action, kind, name, principal(connection.for_role("consumer")))
+    if code in _AUTHENTICATION:
+        return authentication_failed(connection.properties, _detail(failure.str()))
+    if code == KafkaError._SSL:
+        return tls_failed(connection.properties, connection.bootstrap_servers, _detail(failure.str()))
+    if code == KafkaError._INVALID_ARG:
+        return InvalidConfiguration(failure.str())
+    if failure.fatal():
+        return FatalBrokerError(failure.str())
+    return reporter.unavailable(error)
 
 
 def unavailable(error: KafkaException | KafkaError, servers: str) -> BrokerUnavailable:

@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config
+from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, translate
 from application.errors import InvalidConfiguration, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
@@ -65,7 +65,8 @@ def produce(
 
 class ConfluentSink(MessageSink):
     def __init__(self, connection: KafkaConnection, *, extra: Mapping[str, Any] | None = None) -> None:
-        self.errors = ErrorReporter("producer")
+        self._connection = connection
+        self.errors = ErrorReporter("producer", connection)
         config = client_config(connection, "producer", {**PRODUCER_DEFAULTS, "error_cb": self.errors, **(extra or {})})
         try:
             self._producer = Producer(config)
@@ -79,9 +80,20 @@ class ConfluentSink(MessageSink):
 
     def poll(self, timeout_s: float) -> None:
         self._producer.poll(timeout_s)
+        if self.errors.fatal is not None:
+            raise self._fatal()
 
     def flush(self, timeout_s: float) -> bool:
-        return bool(self._producer.flush(timeout_s) == 0)
+        flushed = bool(self._producer.flush(timeout_s) == 0)
+        if self.errors.fatal is not None:
+            raise self._fatal()
+        return flushed
+
+    def _fatal(self) -> Exception:
+        """The producer cannot continue (e.g. the principal may not write idempotently): as the port's error."""
+        fatal = self.errors.fatal
+        assert fatal is not None
+        return translate(fatal, self.errors, operation="Write", resources={}, connection=self._connection)
 
     def close(self) -> None:
         remaining = self._producer.flush(10.0)

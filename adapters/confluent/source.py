@@ -10,8 +10,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, unavailable
-from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration
+from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_not_authorized, translate
+from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration, PipelineError
 from application.messages import ConsumedRecord, TopicPartition
 from application.ports import MessageSource, RebalanceListener
 
@@ -49,7 +49,10 @@ class ConfluentSource(MessageSource):
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self._servers = connection.bootstrap_servers
-        self.errors = ErrorReporter("consumer")
+        self._connection = connection
+        self._group = group_id
+        self._topics: list[str] = []
+        self.errors = ErrorReporter("consumer", connection)
         config = client_config(
             connection,
             "consumer",
@@ -100,6 +103,7 @@ class ConfluentSource(MessageSource):
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._listener = listener
+        self._topics = list(topics)
         self._consumer.subscribe(
             list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -108,21 +112,35 @@ class ConfluentSource(MessageSource):
         """Ask the cluster for metadata; raise BrokerUnavailable if it does not answer."""
         now = time.monotonic()
         if now - self._last_probe < _PROBE_INTERVAL_S:
-            raise BrokerUnavailable(self.errors.last_error or f"cannot reach Kafka at {self._servers}")
+            raise self.errors.unavailable()
         self._last_probe = now
         try:
             self._consumer.list_topics(timeout=_PROBE_TIMEOUT_S)
         except KafkaException as error:
-            raise unavailable(error, self._servers) from None
+            raise self._translate(error) from None
         self._verified = True
         self.errors.reachable()
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         if not self._verified or self.errors.unreachable:
-            self._probe()
+            try:
+                self._probe()
+            except BrokerUnavailable as down:
+                # librdkafka hands over its error callbacks only inside consume(): serve them, so that
+                # the error names the cause (a refused login, a TLS failure), keeping what it returns.
+                records = self._consume(max_records, 0.0)
+                if records:
+                    return records
+                raise self.errors.unavailable() if self.errors.problem is not None else down from None
+        return self._consume(max_records, timeout_s)
+
+    def _consume(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         if self.errors.fatal is not None:
-            raise KafkaException(self.errors.fatal)
-        messages: list[Message] = self._consumer.consume(max(max_records, 1) if max_records else 1, timeout_s)
+            raise self._translate(self.errors.fatal)
+        try:
+            messages: list[Message] = self._consumer.consume(max(max_records, 1) if max_records else 1, timeout_s)
+        except KafkaException as failure:
+            raise self._translate(failure) from None
         records: list[ConsumedRecord] = []
         # Untyped on purpose: the stubs make every accessor Optional, but an error-free message has them all.
         new_record: Any = ConsumedRecord
@@ -148,8 +166,8 @@ class ConfluentSource(MessageSource):
     def _consume_error(self, error: KafkaError) -> None:
         if error.code() in _IGNORED_CONSUME_ERRORS:
             return
-        if error.fatal():
-            raise KafkaException(error)
+        if error.fatal() or is_not_authorized(error):
+            raise self._translate(error)
         if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
             log.warning("input topic missing (create it with `pipeline topics ensure`): %s", error.str())
             return
@@ -168,10 +186,8 @@ class ConfluentSource(MessageSource):
                 return
             if error.code() in _OWNERSHIP_LOST:
                 raise CommitFailed(error.str()) from None
-            if error.fatal():
-                raise
             # Coordinator moving or loading, timeouts, transport: the next commit will cover these offsets.
-            raise BrokerUnavailable(error.str()) from None
+            raise self._translate(exception) from None
         for partition in result:
             if partition.error is not None:
                 raise CommitFailed(f"{partition.topic}[{partition.partition}]: {partition.error.str()}")
@@ -220,12 +236,25 @@ class ConfluentSource(MessageSource):
     # -- for exactly-once: the transaction needs the group's identity and rewinds on abort ----------
 
     def group_metadata(self) -> object:
-        return self._consumer.consumer_group_metadata()
+        try:
+            return self._consumer.consumer_group_metadata()
+        except KafkaException as error:
+            raise self._translate(error) from None
 
     def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
-            self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+        try:
+            for tp, offset in offsets.items():
+                self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+        except KafkaException as error:
+            raise self._translate(error) from None
 
     def committed(self, partitions: Sequence[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-        found = self._consumer.committed([KafkaTopicPartition(p.topic, p.partition) for p in partitions], timeout_s)
+        try:
+            found = self._consumer.committed([KafkaTopicPartition(p.topic, p.partition) for p in partitions], timeout_s)
+        except KafkaException as error:
+            raise self._translate(error) from None
         return {TopicPartition(p.topic, p.partition): p.offset for p in found}
+
+    def _translate(self, error: KafkaException | KafkaError) -> PipelineError | Exception:
+        resources = {"group": self._group, "topic": ",".join(self._topics)}
+        return translate(error, self.errors, operation="Read", resources=resources, connection=self._connection)

@@ -81,7 +81,7 @@ class ConfluentTransactionalSink(TransactionalSink):
     def __init__(
         self, connection: KafkaConnection, transactional_id: str, *, transaction_timeout_ms: int = 60_000
     ) -> None:
-        self.errors = ErrorReporter("transactional producer")
+        self.errors = ErrorReporter("transactional producer", connection)
         config = client_config(
             connection,
             "producer",

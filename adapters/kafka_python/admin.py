@@ -13,9 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError, for_code
+from kafka.errors import AuthorizationError, KafkaConfigurationError, KafkaError, TopicAlreadyExistsError, for_code
 
-from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
+from adapters.kafka_python.config import (
+    KafkaConnection,
+    client_config,
+    connection_recovered,
+    quiet_repeated_client_logs,
+    translate_error,
+)
 from application.errors import InvalidConfiguration
 from application.ports import TopicAdmin, TopicReport, TopicSpec
 
@@ -27,6 +33,7 @@ _TIMEOUT_MS = 15_000
 class KafkaPythonAdmin(TopicAdmin):
     def __init__(self, connection: KafkaConnection) -> None:
         self._servers = connection.bootstrap_servers
+        self._connection = connection
         self._config = client_config(
             connection, "admin", {"bootstrap_timeout_ms": _TIMEOUT_MS, "request_timeout_ms": _TIMEOUT_MS}
         )
@@ -50,7 +57,7 @@ class KafkaPythonAdmin(TopicAdmin):
             raise InvalidConfiguration(f"invalid admin configuration: {error}") from None
         except KafkaError as error:  # could not bootstrap in time
             self._discard(created)  # or its I/O thread would outlive the failed attempt
-            raise unavailable(error, self._servers) from None
+            raise self._translate(error, "Describe") from None
         quiet_repeated_client_logs()
         return self._admin
 
@@ -62,16 +69,23 @@ class KafkaPythonAdmin(TopicAdmin):
             except Exception as error:  # noqa: BLE001 - best effort after a failed start
                 log.debug("discarding a half-started admin client: %s", error)
 
+    def _translate(self, error: BaseException, operation: str, topic: str = "") -> Exception:
+        return translate_error(error, self._connection, operation=operation, resources={"topic": topic})
+
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
+        quiet_repeated_client_logs()  # kafka-python's loggers exist now: fold their repeated lines from the start
         admin = self._client()
         try:
             existing = {topic["name"]: topic for topic in admin.describe_topics()}
         except KafkaError as error:
-            raise unavailable(error, self._servers) from None
+            raise self._translate(error, "Describe") from None
+        connection_recovered()
         reports: dict[str, TopicReport] = {}
         missing: dict[str, dict[str, int]] = {}
         for spec in specs:
             metadata = existing.get(spec.name)
+            if metadata is not None and issubclass(for_code(metadata.get("error_code") or 0), AuthorizationError):
+                raise self._translate(for_code(metadata["error_code"])(), "Describe", spec.name)
             if metadata is None or metadata.get("error_code"):
                 missing[spec.name] = {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor}
                 continue
@@ -86,7 +100,7 @@ class KafkaPythonAdmin(TopicAdmin):
             try:
                 created = admin.create_topics(missing, timeout_ms=_TIMEOUT_MS, raise_errors=False)
             except KafkaError as error:
-                raise unavailable(error, self._servers) from None
+                raise self._translate(error, "Create") from None
             for result in created["topics"]:
                 name = result["name"]
                 error_type = for_code(result["error_code"])
@@ -97,9 +111,13 @@ class KafkaPythonAdmin(TopicAdmin):
                     )
                 elif error_type is TopicAlreadyExistsError:  # created meanwhile by someone else
                     reports[name] = TopicReport(name, "exists", "created concurrently")
+                elif issubclass(error_type, AuthorizationError):
+                    raise self._translate(error_type(), "Create", name)
                 else:
                     detail = result.get("error_message") or error_type.__name__
-                    raise ValueError(f"cannot create topic {name}: {detail}")
+                    raise InvalidConfiguration(
+                        f"cannot create topic {name} (check TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR): {detail}"
+                    )
         return [reports[spec.name] for spec in specs]
 
     def close(self) -> None:

@@ -42,12 +42,13 @@ from kafka.errors import (
     NodeNotReadyError,
     ProducerFencedError,
     RebalanceInProgressError,
+    SaslAuthenticationFailedError,
     UnknownMemberIdError,
     UnsupportedVersionError,
 )
 from kafka.structs import OffsetAndMetadata
 
-from adapters.kafka_python.config import KafkaConnection, client_config
+from adapters.kafka_python.config import KafkaConnection, client_config, translate_error, unavailable
 from adapters.kafka_python.sink import PRODUCER_DEFAULTS, Deliveries, close_producer, create_producer
 from application.errors import BrokerUnavailable, CommitFailed, FatalBrokerError, SinkFull, TransactionAborted
 from application.messages import Headers, TopicPartition
@@ -107,6 +108,7 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         self._reader_config = client_config(
             connection, "consumer", {"enable_auto_commit": False, "isolation_level": "read_committed"}
         )
+        self._connection = connection
         self._timeout_s = timeout_s
         self._flush_timeout_s = flush_timeout_s
         self._settle_timeout_s = settle_timeout_s
@@ -125,12 +127,14 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         return bool(check()) if callable(check) else False
 
     def _failure(self, error: BaseException) -> Exception:
+        if isinstance(error, (AuthorizationError, SaslAuthenticationFailedError)):
+            return translate_error(error, self._connection, operation="Write", resources={})
         if isinstance(error, _FATAL) or self._fatal_state():
             return FatalBrokerError(str(error))
         if isinstance(error, _GROUP_MOVED):
             return CommitFailed(str(error))
         if isinstance(error, _UNREACHABLE):
-            return BrokerUnavailable(f"broker unavailable: {error}")
+            return unavailable(error, self._connection.bootstrap_servers, self._connection)
         return TransactionAborted(str(error))
 
     def _bounded(self, what: str, call: Callable[[], T], timeout_s: float | None = None) -> T:
