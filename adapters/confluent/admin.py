@@ -25,6 +25,7 @@ class ConfluentAdmin(TopicAdmin):
             raise InvalidConfiguration(f"invalid admin configuration: {error.args[0].str()}") from None
 
     def _translate(self, error: KafkaException | KafkaError, operation: str, topic: str = "") -> Exception:
+        self._admin.poll(0)  # serves the error callback, which knows a refused login or TLS handshake
         return translate(
             error, self.errors, operation=operation, resources={"topic": topic}, connection=self._connection
         )

@@ -96,6 +96,11 @@ class ConfluentSink(MessageSink):
         return translate(fatal, self.errors, operation="Write", resources={}, connection=self._connection)
 
     def close(self) -> None:
-        remaining = self._producer.flush(10.0)
+        """Never raises: closing must not mask the error that made us close."""
+        try:
+            remaining = self._producer.flush(10.0)
+        except KafkaException as error:  # a producer in a fatal state: what it holds was never acknowledged
+            log.debug("producer close: %s", error)
+            return
         if remaining:
             log.warning("producer closed with %d record(s) undelivered; their offsets were not committed", remaining)

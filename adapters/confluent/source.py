@@ -169,9 +169,26 @@ class ConfluentSource(MessageSource):
         if error.fatal() or is_not_authorized(error):
             raise self._translate(error)
         if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            self._raise_if_hidden()
             log.warning("input topic missing (create it with `pipeline topics ensure`): %s", error.str())
             return
         log.warning("consume error: %s", error.str())
+
+    def _raise_if_hidden(self) -> None:
+        """A topic this principal may not Describe looks missing to a subscriber: ask, and say so instead."""
+        for topic in self._topics:
+            try:
+                metadata = self._consumer.list_topics(topic, timeout=_PROBE_TIMEOUT_S).topics.get(topic)
+            except KafkaException:
+                return  # cannot tell: the warning below stands
+            if metadata is not None and metadata.error is not None and is_not_authorized(metadata.error):
+                raise translate(
+                    metadata.error,
+                    self.errors,
+                    operation="Describe",
+                    resources={"topic": topic},
+                    connection=self._connection,
+                )
 
     def commit(self, offsets: Mapping[TopicPartition, int], *, asynchronous: bool = False) -> None:
         partitions = [KafkaTopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]

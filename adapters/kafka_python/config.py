@@ -287,7 +287,7 @@ def translate_error(
         return tls_failed(connection.properties, connection.bootstrap_servers, str(error))
     if isinstance(error, (kafka_errors.KafkaConfigurationError, ValueError, TypeError)):
         return InvalidConfiguration(f"invalid client configuration: {error}")
-    unreachable = (kafka_errors.KafkaConnectionError, kafka_errors.KafkaTimeoutError, kafka_errors.NoBrokersAvailable)
+    unreachable = (kafka_errors.KafkaConnectionError, kafka_errors.KafkaTimeoutError)
     if isinstance(error, unreachable) or (isinstance(error, KafkaError) and error.retriable):
         return unavailable(error, connection.bootstrap_servers, connection)
     return FatalBrokerError(f"{type(error).__name__}: {error}")
@@ -297,15 +297,22 @@ class _Diagnosis:
     """What kafka-python's connection errors said lately.
 
     It logs a refused login or TLS handshake, and its calls then fail only with timeouts. Shared by
-    every client in the process (they share loggers).
+    every client in the process (they share loggers). kafka-python 3.0.12 often does not see the
+    broker's SASL error at all, only the connection the broker then closes ("socket disconnected");
+    over TLS with SASL or client certificates, connections that keep being closed that way, and
+    nothing else failing, mean the broker refused the login.
     """
 
     _AUTH = re.compile(r"SaslAuthenticationFailedError|AuthenticationFailedError|Authentication failed")
     _TLS = re.compile(r"\[SSL[:\]]|SSLError|CERTIFICATE_VERIFY_FAILED|Handshake failed")
+    _DROPPED = "Connection lost: KafkaConnectionError: socket disconnected"
+    _DROPS_TO_BLAME_LOGIN = 2
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.kind = ""
         self.detail = ""
+        self._drops = 0
 
     def saw(self, text: str) -> bool:
         """Remember a connection failure's cause; True if the line was one (the caller then folds it)."""
@@ -320,7 +327,18 @@ class _Diagnosis:
             detail = re.sub(r"^.*?Connection (?:lost|failed): ", "", detail)
             detail = re.sub(r"\s*\(backoff [\d.]+ secs\)$", "", detail)
             detail = re.sub(r"^\[SSL: [A-Z_]+\] |\s*\(_ssl\.c:\d+\)$", "", detail)
+        elif self._DROPPED in text:
+            with self._lock:
+                self._drops += 1
+                if self._drops >= self._DROPS_TO_BLAME_LOGIN and not self.kind:
+                    self.kind = "dropped"
+            return True
         else:
+            if "Connection lost" in text or "Connection failed" in text:
+                with self._lock:  # refused, reset, unresolvable: the cluster is unreachable, not refusing us
+                    self._drops = 0
+                    if self.kind == "dropped":
+                        self.kind = ""
             return False
         with self._lock:
             self.kind, self.detail = kind, detail.strip()
@@ -328,13 +346,21 @@ class _Diagnosis:
 
     def clear(self) -> None:
         with self._lock:
-            self.kind, self.detail = "", ""
+            self.kind, self.detail, self._drops = "", "", 0
 
     def problem(self, connection: KafkaConnection) -> BrokerUnavailable | None:
         with self._lock:
             if not self.kind:  # remembered until a connection works again (connection_recovered)
                 return None
             kind, detail = self.kind, self.detail
+        protocol = connection.properties.get("security.protocol", "").strip().upper()
+        if kind == "dropped":
+            if protocol.startswith("SASL"):
+                return authentication_failed(connection.properties, "the broker closed the connection at login")
+            if protocol == "SSL" and connection.properties.get("ssl.certificate.location"):
+                detail = "the broker closed the connection: is the client certificate trusted?"
+                return tls_failed(connection.properties, connection.bootstrap_servers, detail)
+            return None
         if kind == "auth":
             return authentication_failed(connection.properties, detail)
         return tls_failed(connection.properties, connection.bootstrap_servers, detail)
@@ -374,9 +400,10 @@ class _RepeatFilter(logging.Filter):
             text = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is the library's problem, not ours to hide
             return True
-        if _DIAGNOSIS.saw(text) or record.name.startswith("kafka.net."):
-            # Connection-level chatter (every reconnect, several lines each): the adapter reports the
-            # cause itself, once and then a reminder a minute, so these stay at DEBUG.
+        folded = record.name.startswith("kafka.net.") or "AuthorizationFailed" in text or "is not authorized" in text
+        if _DIAGNOSIS.saw(text) or folded:
+            # Connection-level chatter (every reconnect, several lines each) and refusals: the adapter
+            # reports the cause itself, once (then a reminder a minute), so these stay at DEBUG.
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         key = (record.name, record.levelno, self._NUMBERS.sub("#", text))
