@@ -153,6 +153,7 @@ def test_pipeline_config_never_shows_the_password() -> None:
         text=True,
         check=True,
     )
+    assert shown.returncode == 0, shown.stderr
     assert PASSWORD not in shown.stdout + shown.stderr
     assert env["KAFKA_SSL_KEY_PASSWORD"] not in shown.stdout + shown.stderr
     assert "sasl.password" in shown.stdout  # listed, masked
