@@ -26,7 +26,12 @@ class RebalanceListener(Protocol):
 
 
 class MessageSource(ABC):
-    """A consumer-group member reading records and committing positions by hand."""
+    """A consumer-group member reading records and committing positions by hand.
+
+    Raises only PipelineErrors: BrokerUnavailable (or its AuthenticationFailed, TlsFailed) while the
+    cluster cannot be used, NotAuthorized when an ACL is missing, CommitFailed from ``commit``,
+    InvalidConfiguration from the constructor, FatalBrokerError when the client cannot continue.
+    """
 
     @abstractmethod
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None: ...
@@ -72,7 +77,12 @@ class MessageSource(ABC):
 
 
 class MessageSink(ABC):
-    """A producer that reports each record's fate through a callback."""
+    """A producer that reports each record's fate through a callback.
+
+    Raises SinkFull from ``publish``; NotAuthorized or FatalBrokerError from ``poll``/``flush`` once the
+    producer cannot continue (e.g. the principal may not write idempotently); InvalidConfiguration
+    from the constructor. A refused record is a DeliveryError passed to its callback, never raised.
+    """
 
     @abstractmethod
     def publish(
@@ -111,7 +121,11 @@ class TopicReport:
 
 
 class TopicAdmin(ABC):
-    """Creates missing topics; never alters an existing one, only reports how it differs."""
+    """Creates missing topics; never alters an existing one, only reports how it differs.
+
+    Raises BrokerUnavailable (or AuthenticationFailed, TlsFailed), NotAuthorized, or
+    InvalidConfiguration (a bad setting, or a topic the cluster refuses to create as configured).
+    """
 
     @abstractmethod
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]: ...
@@ -121,7 +135,11 @@ class TopicAdmin(ABC):
 
 
 class TransactionalSink(ABC):
-    """A producer that writes a batch of records and the input offsets they consume atomically."""
+    """A producer that writes a batch of records and the input offsets they consume atomically.
+
+    Raises TransactionAborted (retry the batch), CommitFailed, BrokerUnavailable (or its subclasses),
+    NotAuthorized (e.g. on the transactional id), FatalBrokerError (fenced), InvalidConfiguration.
+    """
 
     @abstractmethod
     def prepare(self) -> None:
