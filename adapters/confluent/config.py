@@ -116,8 +116,8 @@ class ErrorReporter:
 
     def unavailable(self, error: KafkaException | KafkaError | None = None) -> BrokerUnavailable:
         """What a failed call means: the remembered cause if there is one, else an unreachable cluster."""
-        if self.problem is not None:
-            return self.problem
+        if self.problem is not None:  # a fresh instance: re-raising one would grow its traceback forever
+            return type(self.problem)(*self.problem.args)
         if error is None:
             return BrokerUnavailable(self.last_error or f"cannot reach Kafka at {self._servers}")
         return unavailable(error, self._servers)

@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, translate
+from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_not_authorized, translate
 from application.errors import InvalidConfiguration, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
@@ -81,19 +81,21 @@ class ConfluentSink(MessageSink):
     def poll(self, timeout_s: float) -> None:
         self._producer.poll(timeout_s)
         if self.errors.fatal is not None:
-            raise self._fatal()
+            self._raise_if_refused(self.errors.fatal)
 
     def flush(self, timeout_s: float) -> bool:
         flushed = bool(self._producer.flush(timeout_s) == 0)
         if self.errors.fatal is not None:
-            raise self._fatal()
+            self._raise_if_refused(self.errors.fatal)
         return flushed
 
-    def _fatal(self) -> Exception:
-        """The producer cannot continue (e.g. the principal may not write idempotently): as the port's error."""
-        fatal = self.errors.fatal
-        assert fatal is not None
-        return translate(fatal, self.errors, operation="Write", resources={}, connection=self._connection)
+    def _raise_if_refused(self, fatal: KafkaError) -> None:
+        """The producer cannot continue because an ACL is missing (IdempotentWrite, say): NotAuthorized.
+
+        Other fatal errors keep failing each record through its callback, as before.
+        """
+        if is_not_authorized(fatal):
+            raise translate(fatal, self.errors, operation="Write", resources={}, connection=self._connection)
 
     def close(self) -> None:
         """Never raises: closing must not mask the error that made us close."""

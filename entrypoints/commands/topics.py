@@ -66,19 +66,16 @@ def report(reports: list[TopicReport]) -> None:
             print(line)
 
 
-# How long a one-shot command waits for a usable cluster before it gives up (exit 1).
-GIVE_UP_AFTER_S = 60.0
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     admin = build_container(settings).admin()
     stop = GracefulStop().install()
     try:
-        report(ensure_topics(admin, settings, stop.event, give_up_after_s=GIVE_UP_AFTER_S))
+        report(ensure_topics(admin, settings, stop.event, give_up_after_s=settings.broker_wait_timeout_s))
     except BrokerUnavailable as error:
         if stop.event.is_set():
             return 0
-        print(f"pipeline: {error.summary()} (gave up after {GIVE_UP_AFTER_S:.0f}s)", file=sys.stderr)
+        waited = settings.broker_wait_timeout_s
+        print(f"pipeline: {error.summary()} (gave up after {waited:g}s: BROKER_WAIT_TIMEOUT)", file=sys.stderr)
         return 1
     finally:
         admin.close()
