@@ -33,15 +33,18 @@ class LibrdkafkaLog:
     once per interval.
     """
 
-    def __init__(self, role: str, interval_s: float = 60.0) -> None:
+    def __init__(self, role: str, interval_s: float = 60.0, reporter: ErrorReporter | None = None) -> None:
         self._logger = logging.getLogger(f"confluent_kafka.{role}")
         self._interval = interval_s
         self._last: dict[str, float] = {}
+        self._reporter = reporter
 
     def log(self, level: int, message: str, *args: Any) -> None:
         facility = str(args[0]) if args else ""
         if facility == "FAIL":
             self._logger.debug(message, *args)
+            if self._reporter is not None:
+                self._reporter.connection_failed(message % args if args else message)
             return
         text = message % args if args else message
         key = facility + re.sub(r"[0-9]+", "#", text.split("]: ", 1)[-1])[:120]
@@ -56,9 +59,11 @@ class LibrdkafkaLog:
 def client_config(connection: KafkaConnection, role: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """Our defaults, then the user's properties; TLS files are read first, so a bad one is a setting's error."""
     check_tls_files(connection.for_role(role))
+    reporter = defaults.get("error_cb")
     config: dict[str, Any] = {
         "bootstrap.servers": connection.bootstrap_servers,
-        "logger": LibrdkafkaLog(role),  # librdkafka's own lines join our log stream, without the flood
+        # librdkafka's own lines join our log stream, without the flood; its connection failures inform the reporter.
+        "logger": LibrdkafkaLog(role, reporter=reporter if isinstance(reporter, ErrorReporter) else None),
         **defaults,
     }
     config.update(connection.for_role(role))
@@ -85,6 +90,7 @@ class ErrorReporter:
         self.last_error = ""
         self.fatal: KafkaError | None = None
         self.problem: BrokerUnavailable | None = None
+        self.closed_at_once = False  # the broker closed connections before its first reply
 
     def __call__(self, error: KafkaError) -> None:
         self.last_error = error.str()
@@ -108,7 +114,15 @@ class ErrorReporter:
         else:
             log.warning("%s: Kafka error: %s", self._role, error.str())
 
+    def connection_failed(self, text: str) -> None:
+        """A FAIL log line: a broker that closes the connection before answering may expect TLS or SASL."""
+        if "closed by peer" in text and "APIVERSION_QUERY" in text:
+            self.closed_at_once = True
+        elif "Connection refused" in text or "resolve" in text.lower():
+            self.closed_at_once = False
+
     def reachable(self) -> None:
+        self.closed_at_once = False
         if self.unreachable and self.problem is None:
             log.info("%s: Kafka cluster reachable again", self._role)
         self.unreachable = False
@@ -118,6 +132,11 @@ class ErrorReporter:
         """What a failed call means: the remembered cause if there is one, else an unreachable cluster."""
         if self.problem is not None:  # a fresh instance: re-raising one would grow its traceback forever
             return type(self.problem)(*self.problem.args)
+        if self.closed_at_once and self._properties.get("security.protocol", "PLAINTEXT").upper() in ("PLAINTEXT", ""):
+            return BrokerUnavailable(
+                f"cannot reach Kafka at {self._servers}: the broker closes every connection before answering "
+                "(does it expect TLS or SASL? check KAFKA_SECURITY_PROTOCOL)"
+            )
         if error is None:
             return BrokerUnavailable(self.last_error or f"cannot reach Kafka at {self._servers}")
         return unavailable(error, self._servers)

@@ -360,7 +360,7 @@ class _Diagnosis:
             if protocol == "SSL" and connection.properties.get("ssl.certificate.location"):
                 detail = "the broker closed the connection: is the client certificate trusted?"
                 return tls_failed(connection.properties, connection.bootstrap_servers, detail)
-            return None
+            return None  # in plain text a dropped connection says nothing more than "unreachable"
         if kind == "auth":
             return authentication_failed(connection.properties, detail)
         return tls_failed(connection.properties, connection.bootstrap_servers, detail)
