@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from adapters.kafka_connection import check_tls_files
 from adapters.logging import configure_logging
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 from entrypoints.commands.topics import ensure_topics, report
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
     """One consumer-group member until stopped; exit status 0 after a clean stop."""
     container = build_container(settings)
+    if settings.broker_client != "memory":
+        connection = container.kafka_connection()
+        for role in ("consumer", "producer", "admin"):
+            check_tls_files(connection.for_role(role))  # a bad key or CA file: exit 2 before anything starts
     server = container.operations_server() if settings.metrics_port else None
     if server is not None:
         server.start()

@@ -157,3 +157,32 @@ def test_pipeline_config_never_shows_the_password() -> None:
     assert PASSWORD not in shown.stdout + shown.stderr
     assert env["KAFKA_SSL_KEY_PASSWORD"] not in shown.stdout + shown.stderr
     assert "sasl.password" in shown.stdout  # listed, masked
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("command", [["run", "--ensure-topics"], ["topics", "ensure"]])
+def test_a_key_password_that_does_not_decrypt_the_key_is_a_setting_error(client: str, command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "BROKER_CLIENT": client,
+            "KAFKA_BOOTSTRAP_SERVERS": _ENV["SECURE_KAFKA_SSL"],
+            "METRICS_PORT": "0",
+            **mutual_tls(),
+            "KAFKA_SSL_KEY_PASSWORD": "not-the-key-password",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *command],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "KAFKA_SSL_KEY_PASSWORD" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "not-the-key-password" not in done.stderr
