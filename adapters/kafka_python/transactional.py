@@ -48,7 +48,13 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
-from adapters.kafka_python.config import KafkaConnection, client_config, translate_error, unavailable
+from adapters.kafka_python.config import (
+    KafkaConnection,
+    client_config,
+    connection_problem,
+    translate_error,
+    unavailable,
+)
 from adapters.kafka_python.sink import PRODUCER_DEFAULTS, Deliveries, close_producer, create_producer
 from application.errors import BrokerUnavailable, CommitFailed, FatalBrokerError, SinkFull, TransactionAborted
 from application.messages import Headers, TopicPartition
@@ -109,6 +115,7 @@ class KafkaPythonTransactionalSink(TransactionalSink):
             connection, "consumer", {"enable_auto_commit": False, "isolation_level": "read_committed"}
         )
         self._connection = connection
+        self._transactional_id = transactional_id
         self._timeout_s = timeout_s
         self._flush_timeout_s = flush_timeout_s
         self._settle_timeout_s = settle_timeout_s
@@ -128,7 +135,8 @@ class KafkaPythonTransactionalSink(TransactionalSink):
 
     def _failure(self, error: BaseException) -> Exception:
         if isinstance(error, (AuthorizationError, SaslAuthenticationFailedError)):
-            return translate_error(error, self._connection, operation="Write", resources={})
+            resources = {"transactional-id": self._transactional_id}
+            return translate_error(error, self._connection, operation="Write", resources=resources)
         if isinstance(error, _FATAL) or self._fatal_state():
             return FatalBrokerError(str(error))
         if isinstance(error, _GROUP_MOVED):
@@ -185,7 +193,8 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         except KafkaTimeoutError as error:
             # The broker did not answer in time; kafka-python may have dropped the request, so start afresh.
             self._discard()
-            raise BrokerUnavailable(f"broker unavailable: cannot initialise transactions: {error}") from None
+            problem = connection_problem(self._connection)  # a refused login or TLS handshake, if it was one
+            raise problem or BrokerUnavailable(f"broker unavailable: cannot initialise transactions: {error}") from None
         except KafkaError as error:
             raise self._failure(error) from None
         self._ready = True
@@ -198,7 +207,8 @@ class KafkaPythonTransactionalSink(TransactionalSink):
             self._deliveries.start()
         except KafkaTimeoutError as error:
             self._discard()  # as in prepare: start afresh
-            raise BrokerUnavailable(f"broker unavailable: cannot begin a transaction: {error}") from None
+            problem = connection_problem(self._connection)
+            raise problem or BrokerUnavailable(f"broker unavailable: cannot begin a transaction: {error}") from None
         except KafkaError as error:
             raise self._failure(error) from None
         self._open = True

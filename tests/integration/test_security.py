@@ -26,6 +26,7 @@ from tests.support.kafka_broker import require_kafka
 pytestmark = pytest.mark.integration
 
 CLIENTS = ["confluent", "kafka-python"]
+GUARANTEES = ["at-least-once", "exactly-once"]
 _ENV = os.environ
 if not _ENV.get("SECURE_KAFKA_SASL_SSL"):
     if require_kafka():
@@ -101,6 +102,7 @@ def test_scram_and_mutual_tls_carry_records_end_to_end(admin_kit: ConfluentKit, 
     assert PASSWORD not in service.output(tail=None)
 
 
+@pytest.mark.parametrize("guarantee", GUARANTEES)
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize(
     ("case", "expected", "setting"),
@@ -110,10 +112,11 @@ def test_scram_and_mutual_tls_carry_records_end_to_end(admin_kit: ConfluentKit, 
     ],
 )
 def test_a_refused_login_or_certificate_is_named_once_and_the_service_stays_up(
-    admin_kit: ConfluentKit, client: str, case: str, expected: str, setting: str
+    admin_kit: ConfluentKit, client: str, case: str, expected: str, setting: str, guarantee: str
 ) -> None:
     topics = Topics.create(admin_kit)
     settings = scram(password="not-the-password") if case == "wrong-password" else scram(ca="rogue-ca.pem")
+    settings["PROCESSING_GUARANTEE"] = guarantee
     service = Service(_ENV["SECURE_KAFKA_SASL_SSL"], client, topics, **settings)
     reason = wait_not_ready_because(service, expected)
     assert setting in reason
@@ -122,21 +125,25 @@ def test_a_refused_login_or_certificate_is_named_once_and_the_service_stays_up(
     service.signal(signal.SIGTERM)
     assert service.wait(30) == 0, service.output()
     output = service.output(tail=None)
-    said = [line for line in output.splitlines() if expected in line and "WARNING" in line]
+    said = [line for line in output.splitlines() if expected in line and "application.loop" in line]
     assert len(said) == 1, output  # once; the reminder comes a minute later
     assert len(problem_lines(output)) <= 4, output  # no flood of the client's own reconnect lines
     assert "Traceback" not in output
     assert "not-the-password" not in output and PASSWORD not in output
 
 
+@pytest.mark.parametrize("guarantee", GUARANTEES)
 @pytest.mark.parametrize("client", CLIENTS)
-def test_an_authenticated_user_without_acls_exits_3_naming_the_principal(admin_kit: ConfluentKit, client: str) -> None:
+def test_an_authenticated_user_without_acls_exits_3_naming_the_principal(
+    admin_kit: ConfluentKit, client: str, guarantee: str
+) -> None:
     topics = Topics.create(admin_kit)
     settings = scram(user="noacl", password=_ENV.get("SECURE_KAFKA_NOACL_PASSWORD", ""))
+    settings["PROCESSING_GUARANTEE"] = guarantee
     service = Service(_ENV["SECURE_KAFKA_SASL_SSL"], client, topics, "--workers", "2", **settings)
     assert service.wait(60) == 3, service.output()
     output = service.output(tail=None)
-    assert re.search(r'not authorized to \w+ (topic|group) "[^"]+" as User:noacl: grant it with kafka-acls', output)
+    assert re.search(r'not authorized to \w+ [a-z-]+ "[^"]+" as User:noacl: grant it with kafka-acls', output), output
     assert "input topic missing" not in output
     assert "restarting" not in output  # the supervisor does not restart a worker refused by ACLs
     assert "Traceback" not in output
