@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from application.errors import UnsupportedOperation
+from application.errors import PipelineError, UnsupportedOperation
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 
 DeliveryCallback = Callable[[DeliveryError | None], None]
@@ -104,6 +104,11 @@ class MessageSink(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def problem(self) -> PipelineError | None:
+        """Why the cluster cannot be used now, when the client knows: a refused login, a TLS failure, a
+        missing ACL. For a caller that sees records time out to name the cause (e.g. ``pipeline produce``)."""
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from adapters.kafka_connection import (
     principal,
     tls_failed,
 )
-from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
 
 __all__ = ["ErrorReporter", "KafkaConnection", "client_config", "is_not_authorized", "is_unreachable", "translate"]
 
@@ -172,7 +172,7 @@ def translate(
     operation: str,
     resources: dict[str, str],
     connection: KafkaConnection,
-) -> Exception:
+) -> PipelineError:
     """Any librdkafka error as the port's error: the one place confluent adapters map codes to classes.
 
     ``operation`` and ``resources`` (resource type -> name) say what was attempted, for NotAuthorized.

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_not_authorized, translate
-from application.errors import InvalidConfiguration, SinkFull
+from application.errors import InvalidConfiguration, PipelineError, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
 
@@ -88,6 +88,12 @@ class ConfluentSink(MessageSink):
         if self.errors.fatal is not None:
             self._raise_if_refused(self.errors.fatal)
         return flushed
+
+    def problem(self) -> PipelineError | None:
+        fatal = self.errors.fatal
+        if fatal is not None and is_not_authorized(fatal):
+            return translate(fatal, self.errors, operation="Write", resources={}, connection=self._connection)
+        return self.errors.unavailable() if self.errors.problem is not None else None
 
     def _raise_if_refused(self, fatal: KafkaError) -> None:
         """The producer cannot continue because an ACL is missing (IdempotentWrite, say): NotAuthorized.

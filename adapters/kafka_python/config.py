@@ -31,7 +31,7 @@ from adapters.kafka_connection import (
     tls_failed,
     variable_name,
 )
-from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
 
 __all__ = [
     "KafkaConnection",
@@ -269,7 +269,7 @@ _NOT_AUTHORIZED: dict[type[KafkaError], str] = {
 
 def translate_error(
     error: BaseException, connection: KafkaConnection, *, operation: str, resources: Mapping[str, str]
-) -> Exception:
+) -> PipelineError:
     """Any kafka-python exception as the port's error: the one place its classes are mapped.
 
     ``operation`` and ``resources`` (resource type -> name) say what was attempted, for NotAuthorized.

@@ -22,7 +22,7 @@ from application.errors import (
     NotAuthorized,
     PipelineError,
 )
-from application.ports import MessageSource, TopicAdmin, TopicSpec
+from application.ports import MessageSink, MessageSource, TopicAdmin, TopicSpec
 from tests.contract.kits import MemoryKit, Recorder
 from tests.support.kafka_broker import require_kafka
 
@@ -157,3 +157,27 @@ def test_an_unauthorized_principal_is_not_authorized_with_the_resource(client: s
         admin.ensure_topics([TopicSpec("contract-errors", 1, 1)])
     admin.close()
     assert raised.value.resource_type in {"topic", "cluster"}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_sink_whose_records_cannot_be_delivered_names_a_refused_login(client: str) -> None:
+    needs_secure_broker()
+    connection = scram("pipeline", "not-the-password")
+    _, admin = adapters(client, connection)  # resets kafka-python's diagnosis too
+    admin.close()
+    if client == "confluent":
+        from adapters.confluent import ConfluentSink
+
+        sink: MessageSink = ConfluentSink(connection)
+    else:
+        from adapters.kafka_python import KafkaPythonSink
+
+        sink = KafkaPythonSink(connection)
+    try:
+        sink.publish("contract-errors", None, b"v", [], lambda error: None)
+        deadline = time.monotonic() + 30
+        while sink.problem() is None and time.monotonic() < deadline:
+            sink.poll(0.5)
+        assert isinstance(sink.problem(), AuthenticationFailed), sink.problem()
+    finally:
+        sink.close()
