@@ -30,8 +30,10 @@ class BrokerUnavailable(PipelineError):
     """The broker could not be reached in time; the caller keeps retrying."""
 
     def summary(self) -> str:
-        """The cause in one line, as /readyz and the log say it."""
-        return f"broker unreachable: {self}"
+        """The cause in one line, as /readyz and the log say it, with what to check."""
+        text = str(self)
+        hint = "" if "check " in text else " (check KAFKA_BOOTSTRAP_SERVERS, and that the cluster is up)"
+        return f"broker unreachable: {text}{hint}"
 
 
 class AuthenticationFailed(BrokerUnavailable):

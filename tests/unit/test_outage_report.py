@@ -54,7 +54,9 @@ def test_readiness_gives_the_same_cause() -> None:
     health.last_error = LOGIN.summary()
     assert health.readiness().reason == str(LOGIN)
     health.last_error = BrokerUnavailable("cannot reach Kafka at b:9092").summary()
-    assert health.readiness().reason == "broker unreachable: cannot reach Kafka at b:9092"
+    assert health.readiness().reason == (
+        "broker unreachable: cannot reach Kafka at b:9092 (check KAFKA_BOOTSTRAP_SERVERS, and that the cluster is up)"
+    )
 
 
 def test_not_authorized_names_the_principal_resource_and_operation() -> None:
