@@ -23,7 +23,7 @@ class HealthState:
         self.running = False
         self.assigned_partitions = 0
         self.last_loop_at = self._clock.monotonic()
-        self.last_error = ""
+        self.last_error = ""  # the cause, in one line, while the broker cannot be used (BrokerUnavailable.summary)
         # One line per partition stopped at a dead letter the DLQ refuses for good (replaced, never mutated).
         self.partition_stalls: tuple[str, ...] = ()
 
@@ -40,9 +40,7 @@ class HealthState:
         if not self.running:
             return Readiness(False, "pipeline not running")
         if not self.broker_available:
-            return Readiness(
-                False, f"broker unreachable: {self.last_error}" if self.last_error else "broker unreachable"
-            )
+            return Readiness(False, self.last_error or "broker unreachable")
         if self.partition_stalls:
             more = f" (and {len(self.partition_stalls) - 1} more)" if len(self.partition_stalls) > 1 else ""
             return Readiness(False, self.partition_stalls[0] + more)

@@ -21,10 +21,10 @@ from domain.processing import LoginEventProcessor
 log = logging.getLogger(__name__)
 
 _BROKER_RETRY_CEILING_S = 30.0
-_OUTAGE_REMINDER_S = 60.0  # while the broker stays unavailable, one reminder at most this often
 _LAG_REPORT_INTERVAL_S = 5.0
 # A partition stopped at a refused dead letter says so at most this often (it stays stopped meanwhile).
 STALL_LOG_INTERVAL_S = 60.0
+_REMINDER_INTERVAL_S = 60.0
 
 
 class PipelineLoop(ABC):
@@ -60,8 +60,7 @@ class PipelineLoop(ABC):
         self._last_activity = self._clock.monotonic()  # last record or assignment: the idle clock's start
         self._drain_check = DrainCheck(source)
         self._last_lag_report = 0.0
-        self._outage_since = 0.0  # when the current broker outage began (monotonic)
-        self._outage_reminded = 0.0  # when it was last reported
+        self._outage = OutageReport(self._clock)
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -206,28 +205,16 @@ class PipelineLoop(ABC):
         return False
 
     def _broker_down(self, error: BrokerUnavailable, failures: int) -> None:
-        now = self._clock.monotonic()
-        if self.health.broker_available or failures == 1:
-            log.warning("broker unavailable, retrying with backoff (not ready meanwhile): %s", error)
-            self._outage_since = self._outage_reminded = now
-        elif now - self._outage_reminded >= _OUTAGE_REMINDER_S:
-            self._outage_reminded = now
-            log.warning(
-                "broker still unavailable after %s (%d failed attempts), still retrying: %s",
-                _duration(now - self._outage_since), failures, error,
-            )  # fmt: skip
+        self._outage.down(error, new_outage=self.health.broker_available or failures == 1)
         self.health.broker_available = False
-        self.health.last_error = str(error)
+        self.health.last_error = error.summary()
         self._serve()
         delay = min(_BROKER_RETRY_CEILING_S, self._settings.retry.base_backoff_s * 2 ** min(failures, 16))
         self._clock.wait(self._stop, self._rng.uniform(delay / 2, delay))
 
     def _broker_up(self, failures: int) -> None:
         if failures:
-            log.info(
-                "broker reachable again after %d failed attempt(s) over %s",
-                failures, _duration(self._clock.monotonic() - self._outage_since),
-            )  # fmt: skip
+            self._outage.up(failures)
             # An outage is not idleness: the idle timeout counts from the recovery, not the last record.
             self._last_activity = self._clock.monotonic()
         self.health.broker_available = True
@@ -253,8 +240,38 @@ class PipelineLoop(ABC):
             log.info("revoked %s", describe(revoked))
 
 
-def _duration(seconds: float) -> str:
-    """``45s``, ``3m05s``, ``2h10m``: how long an outage has lasted, for people."""
+class OutageReport:
+    """What the log says while the cluster cannot be used: the cause once, then a reminder at most a minute.
+
+    A new cause (the password was fixed, now the certificate is refused) is said at once.
+    """
+
+    def __init__(self, clock: Clock, reminder_interval_s: float = _REMINDER_INTERVAL_S) -> None:
+        self._clock = clock
+        self._interval = reminder_interval_s
+        self._since = 0.0
+        self._last_said = 0.0
+        self._cause: type[BrokerUnavailable] | None = None
+
+    def down(self, error: BrokerUnavailable, *, new_outage: bool) -> None:
+        now = self._clock.monotonic()
+        if new_outage or self._cause is None:
+            self._since = now
+        if new_outage or type(error) is not self._cause:
+            self._cause, self._last_said = type(error), now
+            log.warning("%s; retrying with backoff (not ready meanwhile)", error.summary())
+        elif now - self._last_said >= self._interval:
+            self._last_said = now
+            log.warning("still %s, for %s; retrying", error.summary(), duration(now - self._since))
+
+    def up(self, failures: int) -> None:
+        lasted = duration(self._clock.monotonic() - self._since) if self._cause is not None else "a moment"
+        log.info("broker reachable again after %s (%d failed attempt(s))", lasted, failures)
+        self._cause = None
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``3700`` -> ``1h01m``."""
     whole = int(seconds)
     if whole < 60:
         return f"{whole}s"

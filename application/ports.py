@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from application.errors import UnsupportedOperation
+from application.errors import PipelineError, UnsupportedOperation
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 
 DeliveryCallback = Callable[[DeliveryError | None], None]
@@ -53,7 +53,12 @@ class GroupView:
 
 
 class MessageSource(ABC):
-    """A consumer-group member reading records and committing positions by hand."""
+    """A consumer-group member reading records and committing positions by hand.
+
+    Raises only PipelineErrors: BrokerUnavailable (or its AuthenticationFailed, TlsFailed) while the
+    cluster cannot be used, NotAuthorized when an ACL is missing, CommitFailed from ``commit``,
+    InvalidConfiguration from the constructor, FatalBrokerError when the client cannot continue.
+    """
 
     @abstractmethod
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None: ...
@@ -108,7 +113,12 @@ class MessageSource(ABC):
 
 
 class MessageSink(ABC):
-    """A producer that reports each record's fate through a callback."""
+    """A producer that reports each record's fate through a callback.
+
+    Raises SinkFull from ``publish``; NotAuthorized or FatalBrokerError from ``poll``/``flush`` once the
+    producer cannot continue (e.g. the principal may not write idempotently); InvalidConfiguration
+    from the constructor. A refused record is a DeliveryError passed to its callback, never raised.
+    """
 
     @abstractmethod
     def publish(
@@ -138,6 +148,11 @@ class MessageSink(ABC):
         """The largest record the producer itself lets through, where the adapter knows it."""
         return None
 
+    def problem(self) -> PipelineError | None:
+        """Why the cluster cannot be used now, when the client knows: a refused login, a TLS failure, a
+        missing ACL. For a caller that sees records time out to name the cause (e.g. ``pipeline produce``)."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
@@ -161,7 +176,11 @@ class TopicReport:
 
 
 class TopicAdmin(ABC):
-    """Creates missing topics; never alters an existing one, only reports how it differs."""
+    """Creates missing topics; never alters an existing one, only reports how it differs.
+
+    Raises BrokerUnavailable (or AuthenticationFailed, TlsFailed), NotAuthorized, or
+    InvalidConfiguration (a bad setting, or a topic the cluster refuses to create as configured).
+    """
 
     @abstractmethod
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]: ...
@@ -190,7 +209,11 @@ class GroupOffsets(ABC):
 
 
 class TransactionalSink(ABC):
-    """A producer that writes a batch of records and the input offsets they consume atomically."""
+    """A producer that writes a batch of records and the input offsets they consume atomically.
+
+    Raises TransactionAborted (retry the batch), CommitFailed, BrokerUnavailable (or its subclasses),
+    NotAuthorized (e.g. on the transactional id), FatalBrokerError (fenced), InvalidConfiguration.
+    """
 
     @abstractmethod
     def prepare(self) -> None:

@@ -1,10 +1,12 @@
 """The ``pipeline`` command line.
 
-Exit statuses: 0 success, 1 a runtime failure (the cluster unreachable, an
-environment problem such as a port in use, a full disk or an unreadable file),
-2 a usage or configuration mistake, 130 interrupted, 141 output pipe closed.
-Every failure is one line on stderr naming the cause, never a traceback:
-``_report`` below is the one place that maps errors to that line and status.
+Exit statuses: 0 success, 1 a runtime failure (the cluster unreachable, or still
+unusable when a one-shot command gives up; an environment problem such as a
+port in use, a full disk or an unreadable file), 2 a usage or configuration
+mistake, 3 the cluster refuses this principal an operation (no ACL), 130
+interrupted, 141 output pipe closed. Every failure is one line on stderr naming
+the cause, never a traceback: ``_report`` below is the one place that maps
+errors to that line and status.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from adapters.logging import configure_logging
-from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 from entrypoints.commands import config as config_command
 from entrypoints.commands import demo, dlq, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
@@ -190,10 +192,16 @@ def _report(error: BaseException) -> int:
     if isinstance(error, UsageError | InvalidConfiguration):
         print(f"pipeline: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if isinstance(error, NotAuthorized):
+        print(f"pipeline: {error}", file=sys.stderr)
+        return service.EXIT_NOT_AUTHORIZED
     if isinstance(error, BrokerUnavailable):
-        print(f"pipeline: {error} (check KAFKA_BOOTSTRAP_SERVERS and that the cluster is up)", file=sys.stderr)
+        print(f"pipeline: {error.summary()}", file=sys.stderr)
         return EXIT_FAILURE
-    if isinstance(error, FatalBrokerError | EnvironmentProblem):
+    if isinstance(error, FatalBrokerError):
+        print(f"pipeline: fatal broker error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if isinstance(error, EnvironmentProblem):
         print(f"pipeline: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     if isinstance(error, OSError):
@@ -206,6 +214,7 @@ _REPORTED = (
     ConfigError,
     UsageError,
     InvalidConfiguration,
+    NotAuthorized,
     BrokerUnavailable,
     FatalBrokerError,
     EnvironmentProblem,

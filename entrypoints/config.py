@@ -173,6 +173,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Smooth ceiling on records consumed per second per process; 0 means no limit"),
     Setting("shutdown_timeout_s", ("SHUTDOWN_TIMEOUT",), _number(0), "30",
             "Seconds allowed to finish in-flight records on SIGTERM"),
+    Setting("broker_wait_timeout_s", ("BROKER_WAIT_TIMEOUT",), _number(0), "60",
+            "Seconds one-shot commands (topics ensure) wait for a reachable cluster that accepts the login"),
     Setting("topic_partitions", ("TOPIC_PARTITIONS",), _integer(1), "4", "Partitions for topics the service creates"),
     Setting("topic_replication_factor", ("TOPIC_REPLICATION_FACTOR",), _integer(1), "1",
             "Replication factor for topics the service creates"),

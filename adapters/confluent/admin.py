@@ -7,7 +7,16 @@ from collections.abc import Sequence
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
-from adapters.confluent.config import KafkaConnection, client_config, is_unreachable, unavailable
+from adapters.confluent.config import (
+    ErrorReporter,
+    KafkaConnection,
+    client_config,
+    is_not_authorized,
+    is_unreachable,
+    translate,
+    unavailable,
+)
+from application.errors import InvalidConfiguration
 from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
 
 _TIMEOUT_S = 15.0
@@ -17,17 +26,31 @@ MAX_MESSAGE_BYTES = "max.message.bytes"
 class ConfluentAdmin(TopicAdmin):
     def __init__(self, connection: KafkaConnection) -> None:
         self._servers = connection.bootstrap_servers
-        self._admin = AdminClient(client_config(connection, "admin", {}))
+        self._connection = connection
+        self.errors = ErrorReporter("admin", connection)
+        try:
+            self._admin = AdminClient(client_config(connection, "admin", {"error_cb": self.errors}))
+        except KafkaException as error:
+            raise InvalidConfiguration(f"invalid admin configuration: {error.args[0].str()}") from None
+
+    def _translate(self, error: KafkaException | KafkaError, operation: str, topic: str = "") -> Exception:
+        self._admin.poll(0)  # serves the error callback, which knows a refused login or TLS handshake
+        return translate(
+            error, self.errors, operation=operation, resources={"topic": topic}, connection=self._connection
+        )
 
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
         try:
             existing = self._admin.list_topics(timeout=_TIMEOUT_S).topics
         except KafkaException as error:
-            raise unavailable(error, self._servers) from None
+            raise self._translate(error, "Describe") from None
+        self.errors.reachable()
         reports: dict[str, TopicReport] = {}
         missing = []
         for spec in specs:
             metadata = existing.get(spec.name)
+            if metadata is not None and metadata.error is not None and is_not_authorized(metadata.error):
+                raise self._translate(metadata.error, "Describe", spec.name)
             if metadata is None or metadata.error is not None:
                 config = {} if spec.max_message_bytes is None else {MAX_MESSAGE_BYTES: str(spec.max_message_bytes)}
                 missing.append(
@@ -46,7 +69,11 @@ class ConfluentAdmin(TopicAdmin):
                 )
             else:
                 reports[spec.name] = TopicReport(spec.name, "exists", f"{actual} partitions")
-        for name, future in (self._admin.create_topics(missing, request_timeout=_TIMEOUT_S) if missing else {}).items():
+        try:
+            futures = self._admin.create_topics(missing, request_timeout=_TIMEOUT_S) if missing else {}
+        except KafkaException as error:
+            raise self._translate(error, "Create") from None
+        for name, future in futures.items():
             try:
                 future.result()
                 spec = next(s for s in specs if s.name == name)
@@ -55,8 +82,11 @@ class ConfluentAdmin(TopicAdmin):
                 failure = exception.args[0]
                 if failure.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # created meanwhile by someone else
                     reports[name] = TopicReport(name, "exists", "created concurrently")
+                elif is_not_authorized(failure) or failure.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
+                    raise self._translate(failure, "Create", name) from None
                 else:
-                    raise ValueError(f"cannot create topic {name}: {failure.str()}") from None
+                    check = "check TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR"
+                    raise InvalidConfiguration(f"cannot create topic {name} ({check}): {failure.str()}") from None
         return [reports[spec.name] for spec in specs]
 
     def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:

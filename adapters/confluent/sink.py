@@ -9,9 +9,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config
+from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_not_authorized, translate
 from adapters.refusals import Refusals
-from application.errors import FatalBrokerError, InvalidConfiguration, SinkFull
+from application.errors import FatalBrokerError, InvalidConfiguration, PipelineError, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
 
@@ -97,7 +97,8 @@ class ConfluentSink(MessageSink):
         extra: Mapping[str, Any] | None = None,
         max_message_bytes: int | None = None,
     ) -> None:
-        self.errors = ErrorReporter("producer")
+        self._connection = connection
+        self.errors = ErrorReporter("producer", connection)
         defaults = {**PRODUCER_DEFAULTS, "error_cb": self.errors, **(extra or {})}
         config = client_config(connection, "producer", with_message_limit(defaults, max_message_bytes))
         try:
@@ -123,13 +124,36 @@ class ConfluentSink(MessageSink):
             self._refusals.serve()
             timeout_s = 0.0  # the caller has callbacks to act on now
         self._producer.poll(timeout_s)
+        if self.errors.fatal is not None:
+            self._raise_if_refused(self.errors.fatal)
 
     def flush(self, timeout_s: float) -> bool:
         self._refusals.serve()
-        remaining = self._producer.flush(timeout_s)
-        return bool(remaining == 0 and not self._refusals.serve())
+        flushed = bool(self._producer.flush(timeout_s) == 0 and not self._refusals.serve())
+        if self.errors.fatal is not None:
+            self._raise_if_refused(self.errors.fatal)
+        return flushed
+
+    def problem(self) -> PipelineError | None:
+        fatal = self.errors.fatal
+        if fatal is not None and is_not_authorized(fatal):
+            return translate(fatal, self.errors, operation="Write", resources={}, connection=self._connection)
+        return self.errors.unavailable() if self.errors.problem is not None else None
+
+    def _raise_if_refused(self, fatal: KafkaError) -> None:
+        """The producer cannot continue because an ACL is missing (IdempotentWrite, say): NotAuthorized.
+
+        Other fatal errors keep failing each record through its callback, as before.
+        """
+        if is_not_authorized(fatal):
+            raise translate(fatal, self.errors, operation="Write", resources={}, connection=self._connection)
 
     def close(self) -> None:
-        remaining = self._producer.flush(10.0)
+        """Never raises: closing must not mask the error that made us close."""
+        try:
+            remaining = self._producer.flush(10.0)
+        except KafkaException as error:  # a producer in a fatal state: what it holds was never acknowledged
+            log.debug("producer close: %s", error)
+            return
         if remaining:
             log.warning("producer closed with %d record(s) undelivered; their offsets were not committed", remaining)

@@ -12,8 +12,21 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, unavailable
-from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration, UnsupportedOperation
+from adapters.confluent.config import (
+    ErrorReporter,
+    KafkaConnection,
+    client_config,
+    is_not_authorized,
+    translate,
+    unavailable,
+)
+from application.errors import (
+    BrokerUnavailable,
+    CommitFailed,
+    InvalidConfiguration,
+    PipelineError,
+    UnsupportedOperation,
+)
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
 from application.ports import GroupView, MessageSource, RebalanceListener
 
@@ -77,7 +90,7 @@ class ConfluentSource(MessageSource):
         self._session_timeout_s = session_timeout_ms / 1000
         self._topics: list[str] = []
         self._admin: AdminClient | None = None  # created at the first idle check that describes the group
-        self.errors = ErrorReporter("consumer")
+        self.errors = ErrorReporter("consumer", connection)
         config = client_config(
             connection,
             "consumer",
@@ -137,21 +150,35 @@ class ConfluentSource(MessageSource):
         """Ask the cluster for metadata; raise BrokerUnavailable if it does not answer."""
         now = time.monotonic()
         if now - self._last_probe < _PROBE_INTERVAL_S:
-            raise BrokerUnavailable(self.errors.last_error or f"cannot reach Kafka at {self._servers}")
+            raise self.errors.unavailable()
         self._last_probe = now
         try:
             self._consumer.list_topics(timeout=_PROBE_TIMEOUT_S)
         except KafkaException as error:
-            raise unavailable(error, self._servers) from None
+            raise self._translate(error) from None
         self._verified = True
         self.errors.reachable()
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         if not self._verified or self.errors.unreachable:
-            self._probe()
+            try:
+                self._probe()
+            except BrokerUnavailable as down:
+                # librdkafka hands over its error callbacks only inside consume(): serve them, so that
+                # the error names the cause (a refused login, a TLS failure), keeping what it returns.
+                records = self._consume(max_records, 0.0)
+                if records:
+                    return records
+                raise self.errors.unavailable() if self.errors.problem is not None else down from None
+        return self._consume(max_records, timeout_s)
+
+    def _consume(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         if self.errors.fatal is not None:
-            raise KafkaException(self.errors.fatal)
-        messages: list[Message] = self._consumer.consume(max(max_records, 1) if max_records else 1, timeout_s)
+            raise self._translate(self.errors.fatal)
+        try:
+            messages: list[Message] = self._consumer.consume(max(max_records, 1) if max_records else 1, timeout_s)
+        except KafkaException as failure:
+            raise self._translate(failure) from None
         records: list[ConsumedRecord] = []
         # Untyped on purpose: the stubs make every accessor Optional, but an error-free message has them all.
         new_record: Any = ConsumedRecord
@@ -178,12 +205,29 @@ class ConfluentSource(MessageSource):
     def _consume_error(self, error: KafkaError) -> None:
         if error.code() in _IGNORED_CONSUME_ERRORS:
             return
-        if error.fatal():
-            raise KafkaException(error)
+        if error.fatal() or is_not_authorized(error):
+            raise self._translate(error)
         if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            self._raise_if_hidden()
             log.warning("input topic missing (create it with `pipeline topics ensure`): %s", error.str())
             return
         log.warning("consume error: %s", error.str())
+
+    def _raise_if_hidden(self) -> None:
+        """A topic this principal may not Describe looks missing to a subscriber: ask, and say so instead."""
+        for topic in self._topics:
+            try:
+                metadata = self._consumer.list_topics(topic, timeout=_PROBE_TIMEOUT_S).topics.get(topic)
+            except KafkaException:
+                return  # cannot tell: the warning below stands
+            if metadata is not None and metadata.error is not None and is_not_authorized(metadata.error):
+                raise translate(
+                    metadata.error,
+                    self.errors,
+                    operation="Describe",
+                    resources={"topic": topic},
+                    connection=self._connection,
+                )
 
     def commit(self, offsets: Mapping[TopicPartition, int], *, asynchronous: bool = False) -> None:
         partitions = [KafkaTopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
@@ -198,10 +242,8 @@ class ConfluentSource(MessageSource):
                 return
             if error.code() in _OWNERSHIP_LOST:
                 raise CommitFailed(error.str()) from None
-            if error.fatal():
-                raise
             # Coordinator moving or loading, timeouts, transport: the next commit will cover these offsets.
-            raise BrokerUnavailable(error.str()) from None
+            raise self._translate(exception) from None
         for partition in result:
             if partition.error is not None:
                 raise CommitFailed(f"{partition.topic}[{partition.partition}]: {partition.error.str()}")
@@ -293,12 +335,25 @@ class ConfluentSource(MessageSource):
     # -- for exactly-once: the transaction needs the group's identity and rewinds on abort ----------
 
     def group_metadata(self) -> object:
-        return self._consumer.consumer_group_metadata()
+        try:
+            return self._consumer.consumer_group_metadata()
+        except KafkaException as error:
+            raise self._translate(error) from None
 
     def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
-            self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+        try:
+            for tp, offset in offsets.items():
+                self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+        except KafkaException as error:
+            raise self._translate(error) from None
 
     def committed(self, partitions: Sequence[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-        found = self._consumer.committed([KafkaTopicPartition(p.topic, p.partition) for p in partitions], timeout_s)
+        try:
+            found = self._consumer.committed([KafkaTopicPartition(p.topic, p.partition) for p in partitions], timeout_s)
+        except KafkaException as error:
+            raise self._translate(error) from None
         return {TopicPartition(p.topic, p.partition): p.offset for p in found}
+
+    def _translate(self, error: KafkaException | KafkaError) -> PipelineError | Exception:
+        resources = {"group": self._group_id, "topic": ",".join(self._topics)}
+        return translate(error, self.errors, operation="Read", resources=resources, connection=self._connection)

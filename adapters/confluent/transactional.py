@@ -11,7 +11,14 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_unreachable
+from adapters.confluent.config import (
+    ErrorReporter,
+    KafkaConnection,
+    client_config,
+    is_not_authorized,
+    is_unreachable,
+    translate,
+)
 from adapters.confluent.sink import PRODUCER_DEFAULTS, message_limit, produce, with_message_limit
 from adapters.refusals import Refusals
 from application.errors import (
@@ -87,7 +94,7 @@ class ConfluentTransactionalSink(TransactionalSink):
         transaction_timeout_ms: int = 60_000,
         max_message_bytes: int | None = None,
     ) -> None:
-        self.errors = ErrorReporter("transactional producer")
+        self.errors = ErrorReporter("transactional producer", connection)
         config = client_config(
             connection,
             "producer",
@@ -101,6 +108,7 @@ class ConfluentTransactionalSink(TransactionalSink):
             },
         )
         self._config = config
+        self._connection = connection
         self._id = transactional_id
         self._producer = self._new_producer()
         self._ready = False
@@ -131,6 +139,9 @@ class ConfluentTransactionalSink(TransactionalSink):
 
     def _failure(self, exception: KafkaException) -> Exception:
         error: KafkaError = exception.args[0]
+        if is_not_authorized(error):
+            resources = {"transactional-id": self._id}
+            return translate(error, self.errors, operation="Write", resources=resources, connection=self._connection)
         if error.fatal():
             if error.code() in _FENCED:
                 return FatalBrokerError(f"another instance took over transactional id {self._id!r}: {error.str()}")
@@ -139,7 +150,8 @@ class ConfluentTransactionalSink(TransactionalSink):
         if error.code() in _GROUP_MOVED_ON:
             return CommitFailed(error.str())
         if is_unreachable(error) and not error.txn_requires_abort():
-            return BrokerUnavailable(error.str())
+            self._producer.poll(0)  # serves the error callback, which knows a refused login or TLS handshake
+            return self.errors.unavailable() if self.errors.problem is not None else BrokerUnavailable(error.str())
         return TransactionAborted(error.str())
 
     def prepare(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import (
+    AuthorizationError,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     KafkaConfigurationError,
@@ -25,7 +26,14 @@ from kafka.errors import (
     for_code,
 )
 
-from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
+from adapters.kafka_python.config import (
+    KafkaConnection,
+    client_config,
+    connection_recovered,
+    quiet_repeated_client_logs,
+    translate_error,
+    unavailable,
+)
 from application.errors import InvalidConfiguration, UnsupportedOperation
 from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
 
@@ -45,6 +53,7 @@ _CANNOT_DESCRIBE = (
 class KafkaPythonAdmin(TopicAdmin):
     def __init__(self, connection: KafkaConnection, *, timeout_ms: int = _TIMEOUT_MS) -> None:
         self._servers = connection.bootstrap_servers
+        self._connection = connection
         self._config = client_config(
             connection, "admin", {"bootstrap_timeout_ms": timeout_ms, "request_timeout_ms": timeout_ms}
         )
@@ -68,7 +77,7 @@ class KafkaPythonAdmin(TopicAdmin):
             raise InvalidConfiguration(f"invalid admin configuration: {error}") from None
         except KafkaError as error:  # could not bootstrap in time
             self._discard(created)  # or its I/O thread would outlive the failed attempt
-            raise unavailable(error, self._servers) from None
+            raise self._translate(error, "Describe") from None
         quiet_repeated_client_logs()
         return self._admin
 
@@ -80,16 +89,23 @@ class KafkaPythonAdmin(TopicAdmin):
             except Exception as error:  # noqa: BLE001 - best effort after a failed start
                 log.debug("discarding a half-started admin client: %s", error)
 
+    def _translate(self, error: BaseException, operation: str, topic: str = "") -> Exception:
+        return translate_error(error, self._connection, operation=operation, resources={"topic": topic})
+
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
+        quiet_repeated_client_logs()  # kafka-python's loggers exist now: fold their repeated lines from the start
         admin = self._client()
         try:
             existing = {topic["name"]: topic for topic in admin.describe_topics()}
         except KafkaError as error:
-            raise unavailable(error, self._servers) from None
+            raise self._translate(error, "Describe") from None
+        connection_recovered()
         reports: dict[str, TopicReport] = {}
         missing: dict[str, dict[str, Any]] = {}
         for spec in specs:
             metadata = existing.get(spec.name)
+            if metadata is not None and issubclass(for_code(metadata.get("error_code") or 0), AuthorizationError):
+                raise self._translate(for_code(metadata["error_code"])(), "Describe", spec.name)
             if metadata is None or metadata.get("error_code"):
                 missing[spec.name] = {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor}
                 if spec.max_message_bytes is not None:
@@ -106,7 +122,7 @@ class KafkaPythonAdmin(TopicAdmin):
             try:
                 created = admin.create_topics(missing, timeout_ms=_TIMEOUT_MS, raise_errors=False)
             except KafkaError as error:
-                raise unavailable(error, self._servers) from None
+                raise self._translate(error, "Create") from None
             for result in created["topics"]:
                 name = result["name"]
                 error_type = for_code(result["error_code"])
@@ -115,9 +131,13 @@ class KafkaPythonAdmin(TopicAdmin):
                     reports[name] = TopicReport(name, "created", created_detail(spec))
                 elif error_type is TopicAlreadyExistsError:  # created meanwhile by someone else
                     reports[name] = TopicReport(name, "exists", "created concurrently")
+                elif issubclass(error_type, AuthorizationError):
+                    raise self._translate(error_type(), "Create", name)
                 else:
                     detail = result.get("error_message") or error_type.__name__
-                    raise ValueError(f"cannot create topic {name}: {detail}")
+                    raise InvalidConfiguration(
+                        f"cannot create topic {name} (check TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR): {detail}"
+                    )
         return [reports[spec.name] for spec in specs]
 
     def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:

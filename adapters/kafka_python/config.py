@@ -13,23 +13,35 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import errors as kafka_errors
 from kafka.errors import KafkaError
 
-from adapters.kafka_connection import KafkaConnection
-from application.errors import BrokerUnavailable, InvalidConfiguration
+from adapters.kafka_connection import (
+    KafkaConnection,
+    authentication_failed,
+    check_tls_files,
+    principal,
+    tls_failed,
+    variable_name,
+)
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
 
 __all__ = [
     "KafkaConnection",
     "api_version_ceiling",
     "client_config",
+    "connection_problem",
+    "connection_recovered",
     "quiet_repeated_client_logs",
     "translate",
+    "translate_error",
     "unavailable",
     "variable_name",
 ]
@@ -129,11 +141,6 @@ class _Argument(NamedTuple):
     prop: str
 
 
-def variable_name(prop: str) -> str:
-    """The environment variable that sets a property: ``sasl.username`` -> ``KAFKA_SASL_USERNAME``."""
-    return "KAFKA_" + prop.upper().replace(".", "_").replace("-", "_")
-
-
 def _convert(variable: str, default: Any, value: str) -> Any:
     """A property's text as the type of the setting's default (bool before int: a bool is an int)."""
     text = value.strip()
@@ -225,6 +232,7 @@ def client_config(
     consumer, for instance); a property that sets one is refused.
     """
     user = _arguments(connection, role)
+    check_tls_files(connection.for_role(role))
     for name in reserved:
         if name in user:
             raise InvalidConfiguration(
@@ -241,9 +249,133 @@ def client_config(
     return config
 
 
-def unavailable(error: BaseException, servers: str) -> BrokerUnavailable:
+def unavailable(error: BaseException, servers: str, connection: KafkaConnection | None = None) -> BrokerUnavailable:
+    """An unreachable cluster, or the refused login or TLS handshake the client logged meanwhile."""
+    if connection is not None:
+        problem = connection_problem(connection)
+        if problem is not None:
+            return problem
     detail = str(error) if isinstance(error, KafkaError) else f"{type(error).__name__}: {error}"
     return BrokerUnavailable(f"cannot reach Kafka at {servers}: {detail}")
+
+
+_NOT_AUTHORIZED: dict[type[KafkaError], str] = {
+    kafka_errors.TopicAuthorizationFailedError: "topic",
+    kafka_errors.GroupAuthorizationFailedError: "group",
+    kafka_errors.ClusterAuthorizationFailedError: "cluster",
+    kafka_errors.TransactionalIdAuthorizationFailedError: "transactional-id",
+}
+
+
+def translate_error(
+    error: BaseException, connection: KafkaConnection, *, operation: str, resources: Mapping[str, str]
+) -> PipelineError:
+    """Any kafka-python exception as the port's error: the one place its classes are mapped.
+
+    ``operation`` and ``resources`` (resource type -> name) say what was attempted, for NotAuthorized.
+    """
+    for kind, resource in _NOT_AUTHORIZED.items():
+        if isinstance(error, kind):
+            name = "kafka-cluster" if resource == "cluster" else resources.get(resource, "")
+            if resource == "topic" and error.args and isinstance(error.args[0], (set, frozenset, list)):
+                name = ",".join(sorted(map(str, error.args[0]))) or name
+            action = {"cluster": "IdempotentWrite", "group": "Read"}.get(resource, operation)
+            return NotAuthorized(action, resource, name or "?", principal(connection.properties))
+    if isinstance(error, kafka_errors.SaslAuthenticationFailedError):
+        return authentication_failed(connection.properties, str(error))
+    if isinstance(error, ssl.SSLError):
+        return tls_failed(connection.properties, connection.bootstrap_servers, str(error))
+    if isinstance(error, (kafka_errors.KafkaConfigurationError, ValueError, TypeError)):
+        return InvalidConfiguration(f"invalid client configuration: {error}")
+    unreachable = (kafka_errors.KafkaConnectionError, kafka_errors.KafkaTimeoutError)
+    if isinstance(error, unreachable) or (isinstance(error, KafkaError) and error.retriable):
+        return unavailable(error, connection.bootstrap_servers, connection)
+    return FatalBrokerError(f"{type(error).__name__}: {error}")
+
+
+class _Diagnosis:
+    """What kafka-python's connection errors said lately.
+
+    It logs a refused login or TLS handshake, and its calls then fail only with timeouts. Shared by
+    every client in the process (they share loggers). kafka-python 3.0.12 often does not see the
+    broker's SASL error at all, only the connection the broker then closes ("socket disconnected");
+    over TLS with SASL or client certificates, connections that keep being closed that way, and
+    nothing else failing, mean the broker refused the login.
+    """
+
+    _AUTH = re.compile(r"SaslAuthenticationFailedError|AuthenticationFailedError|Authentication failed")
+    _TLS = re.compile(r"\[SSL[:\]]|SSLError|CERTIFICATE_VERIFY_FAILED|Handshake failed")
+    _DROPPED = "Connection lost: KafkaConnectionError: socket disconnected"
+    _DROPS_TO_BLAME_LOGIN = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.kind = ""
+        self.detail = ""
+        self._drops = 0
+
+    def saw(self, text: str) -> bool:
+        """Remember a connection failure's cause; True if the line was one (the caller then folds it)."""
+        if self._AUTH.search(text):
+            kind = "auth"
+            detail = text.rsplit("Error: ", 1)[-1]
+            if "invalid credentials" in detail:
+                detail = ""  # the line says it already
+        elif self._TLS.search(text):
+            kind = "tls"
+            detail = text.split("Handshake failed: ", 1)[-1] if "Handshake failed: " in text else text
+            detail = re.sub(r"^.*?Connection (?:lost|failed): ", "", detail)
+            detail = re.sub(r"\s*\(backoff [\d.]+ secs\)$", "", detail)
+            detail = re.sub(r"^\[SSL: [A-Z_]+\] |\s*\(_ssl\.c:\d+\)$", "", detail)
+        elif self._DROPPED in text:
+            with self._lock:
+                self._drops += 1
+                if self._drops >= self._DROPS_TO_BLAME_LOGIN and not self.kind:
+                    self.kind = "dropped"
+            return True
+        else:
+            if "Connection lost" in text or "Connection failed" in text:
+                with self._lock:  # refused, reset, unresolvable: the cluster is unreachable, not refusing us
+                    self._drops = 0
+                    if self.kind == "dropped":
+                        self.kind = ""
+            return False
+        with self._lock:
+            self.kind, self.detail = kind, detail.strip()
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self.kind, self.detail, self._drops = "", "", 0
+
+    def problem(self, connection: KafkaConnection) -> BrokerUnavailable | None:
+        with self._lock:
+            if not self.kind:  # remembered until a connection works again (connection_recovered)
+                return None
+            kind, detail = self.kind, self.detail
+        protocol = connection.properties.get("security.protocol", "").strip().upper()
+        if kind == "dropped":
+            if protocol.startswith("SASL"):
+                return authentication_failed(connection.properties, "the broker closed the connection at login")
+            if protocol == "SSL" and connection.properties.get("ssl.certificate.location"):
+                detail = "the broker closed the connection: is the client certificate trusted?"
+                return tls_failed(connection.properties, connection.bootstrap_servers, detail)
+            return None  # in plain text a dropped connection says nothing more than "unreachable"
+        if kind == "auth":
+            return authentication_failed(connection.properties, detail)
+        return tls_failed(connection.properties, connection.bootstrap_servers, detail)
+
+
+_DIAGNOSIS = _Diagnosis()
+
+
+def connection_problem(connection: KafkaConnection) -> BrokerUnavailable | None:
+    """The refused login or TLS handshake kafka-python logged in the last minute, if any."""
+    return _DIAGNOSIS.problem(connection)
+
+
+def connection_recovered() -> None:
+    _DIAGNOSIS.clear()
 
 
 class _RepeatFilter(logging.Filter):
@@ -268,6 +400,12 @@ class _RepeatFilter(logging.Filter):
             text = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is the library's problem, not ours to hide
             return True
+        folded = record.name.startswith("kafka.net.") or "AuthorizationFailed" in text or "is not authorized" in text
+        if _DIAGNOSIS.saw(text) or folded:
+            # Connection-level chatter (every reconnect, several lines each) and refusals: the adapter
+            # reports the cause itself, once (then a reminder a minute), so these stay at DEBUG.
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         key = (record.name, record.levelno, self._NUMBERS.sub("#", text))
         now = time.monotonic()
         with self._lock:

@@ -34,8 +34,8 @@ from kafka.errors import (
     UnknownProducerIdError,
 )
 
-from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs
-from application.errors import InvalidConfiguration, SinkFull
+from adapters.kafka_python.config import KafkaConnection, client_config, connection_problem, quiet_repeated_client_logs
+from application.errors import InvalidConfiguration, PipelineError, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink
 
@@ -312,6 +312,7 @@ class KafkaPythonSink(MessageSink):
         defaults = with_message_limit({**PRODUCER_DEFAULTS, **(extra or {})}, max_message_bytes)
         config = client_config(connection, "producer", defaults, reserved=("transactional_id",))
         self._limit = message_limit(config)
+        self._connection = connection
         self._producer = create_producer(config)
         self._deliveries = Deliveries(self._producer, queue_capacity, queue_bytes)
         self._closed = False
@@ -332,6 +333,9 @@ class KafkaPythonSink(MessageSink):
     def poll(self, timeout_s: float) -> None:
         self._deliveries.wait(timeout_s)
         self._deliveries.serve()
+
+    def problem(self) -> PipelineError | None:
+        return connection_problem(self._connection)
 
     def flush(self, timeout_s: float) -> bool:
         return self._deliveries.flush(timeout_s)

@@ -48,7 +48,15 @@ from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_python.admin import KafkaPythonAdmin
-from adapters.kafka_python.config import KafkaConnection, client_config, quiet_repeated_client_logs, unavailable
+from adapters.kafka_python.config import (
+    KafkaConnection,
+    client_config,
+    connection_problem,
+    connection_recovered,
+    quiet_repeated_client_logs,
+    translate_error,
+    unavailable,
+)
 from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration, UnsupportedOperation
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
 from application.ports import GroupView, MessageSource, RebalanceListener
@@ -216,9 +224,7 @@ class KafkaPythonSource(MessageSource):
                 batches = self._poll(max_records, min(remaining, _GROUP_POLL_S))
         except KafkaError as error:
             self._raise_listener_error()
-            if error.retriable:
-                raise unavailable(error, self._servers) from None
-            raise
+            raise self._translate(error) from None
         self._raise_listener_error()
         records: list[ConsumedRecord] = []
         append = records.append
@@ -228,8 +234,14 @@ class KafkaPythonSource(MessageSource):
                 kind = _TIMESTAMP_TYPES.get(r.timestamp_type)
                 append(ConsumedRecord(r.topic, r.partition, r.offset, r.key, r.value, r.headers or (), stamp, kind))
         if records or self._coordinator_known():
+            if self._unknown_since is not None:
+                connection_recovered()
             self._unknown_since = None
         return records
+
+    def _translate(self, error: BaseException) -> Exception:
+        resources = {"group": self._group_id, "topic": ",".join(self._topics)}
+        return translate_error(error, self._connection, operation="Read", resources=resources)
 
     def _poll(self, max_records: int, timeout_s: float) -> dict[Any, list[Any]]:
         timeout_ms = max(0, int(timeout_s * 1000))
@@ -272,6 +284,9 @@ class KafkaPythonSource(MessageSource):
         if self._unknown_since is None:
             self._unknown_since = now
         elif now - self._unknown_since >= _UNREACHABLE_AFTER_S:
+            problem = connection_problem(self._connection)  # a refused login or TLS handshake, if it logged one
+            if problem is not None:
+                raise problem
             raise BrokerUnavailable(
                 f"cannot reach Kafka at {self._servers}: no group coordinator "
                 f"for {now - self._unknown_since:.0f}s (the client keeps reconnecting)"
@@ -292,11 +307,9 @@ class KafkaPythonSource(MessageSource):
         except _OWNERSHIP_LOST as error:
             raise CommitFailed(str(error)) from None
         except (KafkaTimeoutError, KafkaConnectionError) as error:
-            raise unavailable(error, self._servers) from None
+            raise unavailable(error, self._servers, self._connection) from None
         except KafkaError as error:
-            if error.retriable:
-                raise unavailable(error, self._servers) from None
-            raise
+            raise self._translate(error) from None
 
     @staticmethod
     def _on_async_commit(offsets: Mapping[Any, Any], result: object) -> None:
@@ -407,8 +420,8 @@ class KafkaPythonSource(MessageSource):
             try:
                 partition = KafkaTopicPartition(tp.topic, tp.partition)
                 offset = self._consumer.committed(partition, timeout_ms=timeout_s * 1000)
-            except (KafkaTimeoutError, KafkaConnectionError) as error:
-                raise unavailable(error, self._servers) from None
+            except KafkaError as error:
+                raise self._translate(error) from None
             if offset is not None:
                 found[tp] = offset
         return found

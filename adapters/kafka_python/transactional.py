@@ -42,12 +42,19 @@ from kafka.errors import (
     NodeNotReadyError,
     ProducerFencedError,
     RebalanceInProgressError,
+    SaslAuthenticationFailedError,
     UnknownMemberIdError,
     UnsupportedVersionError,
 )
 from kafka.structs import OffsetAndMetadata
 
-from adapters.kafka_python.config import KafkaConnection, client_config
+from adapters.kafka_python.config import (
+    KafkaConnection,
+    client_config,
+    connection_problem,
+    translate_error,
+    unavailable,
+)
 from adapters.kafka_python.sink import (
     PRODUCER_DEFAULTS,
     Deliveries,
@@ -115,6 +122,8 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         self._reader_config = client_config(
             connection, "consumer", {"enable_auto_commit": False, "isolation_level": "read_committed"}
         )
+        self._connection = connection
+        self._transactional_id = transactional_id
         self._timeout_s = timeout_s
         self._flush_timeout_s = flush_timeout_s
         self._settle_timeout_s = settle_timeout_s
@@ -136,12 +145,15 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         return bool(check()) if callable(check) else False
 
     def _failure(self, error: BaseException) -> Exception:
+        if isinstance(error, (AuthorizationError, SaslAuthenticationFailedError)):
+            resources = {"transactional-id": self._transactional_id}
+            return translate_error(error, self._connection, operation="Write", resources=resources)
         if isinstance(error, _FATAL) or self._fatal_state():
             return FatalBrokerError(str(error))
         if isinstance(error, _GROUP_MOVED):
             return CommitFailed(str(error))
         if isinstance(error, _UNREACHABLE):
-            return BrokerUnavailable(f"broker unavailable: {error}")
+            return unavailable(error, self._connection.bootstrap_servers, self._connection)
         return TransactionAborted(str(error))
 
     def _bounded(self, what: str, call: Callable[[], T], timeout_s: float | None = None) -> T:
@@ -192,7 +204,8 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         except KafkaTimeoutError as error:
             # The broker did not answer in time; kafka-python may have dropped the request, so start afresh.
             self._discard()
-            raise BrokerUnavailable(f"broker unavailable: cannot initialise transactions: {error}") from None
+            problem = connection_problem(self._connection)  # a refused login or TLS handshake, if it was one
+            raise problem or BrokerUnavailable(f"broker unavailable: cannot initialise transactions: {error}") from None
         except KafkaError as error:
             raise self._failure(error) from None
         self._ready = True
@@ -205,7 +218,8 @@ class KafkaPythonTransactionalSink(TransactionalSink):
             self._deliveries.start()
         except KafkaTimeoutError as error:
             self._discard()  # as in prepare: start afresh
-            raise BrokerUnavailable(f"broker unavailable: cannot begin a transaction: {error}") from None
+            problem = connection_problem(self._connection)
+            raise problem or BrokerUnavailable(f"broker unavailable: cannot begin a transaction: {error}") from None
         except KafkaError as error:
             raise self._failure(error) from None
         self._open = True

@@ -16,8 +16,9 @@ from types import FrameType
 from dependency_injector import providers
 
 from adapters.http import OperationsServer
+from adapters.kafka_connection import check_tls_files
 from adapters.logging import configure_logging
-from application.errors import FatalBrokerError, InvalidConfiguration
+from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 from entrypoints.commands.topics import ensure_topics, message_limits, producer_limit, report
 from entrypoints.config import Settings
 from entrypoints.container import Container, build_container
@@ -27,6 +28,10 @@ from entrypoints.signals import GracefulStop
 log = logging.getLogger(__name__)
 
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+EXIT_CONFIGURATION = 2
+EXIT_NOT_AUTHORIZED = 3  # an operator must grant an ACL: restarting cannot help
+# A worker that exits so is not restarted: it would only fail the same way again.
+_FINAL_STATUSES = (0, EXIT_CONFIGURATION, EXIT_NOT_AUTHORIZED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
     """One consumer-group member until stopped; exit status 0 after a clean stop."""
     container = build_container(settings)
+    if settings.broker_client != "memory":
+        connection = container.kafka_connection()
+        for role in ("consumer", "producer", "admin"):
+            check_tls_files(connection.for_role(role))  # a bad key or CA file: exit 2 before anything starts
     server = _operations_server(container, settings) if settings.metrics_port else None
     if server is not None:
         server.start()
@@ -67,6 +76,14 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
             settings.consumer_group, settings.broker_client, settings.processing_guarantee,
         )  # fmt: skip
         pipeline.run(stop.event, max_messages=options.max_messages, idle_timeout_s=options.idle_timeout_s)
+    except NotAuthorized as error:
+        log.error("%s; exiting (status %d)", error, EXIT_NOT_AUTHORIZED)
+        return EXIT_NOT_AUTHORIZED
+    except BrokerUnavailable as error:
+        if not stop.event.is_set():
+            raise
+        # Stopped while still waiting for the cluster at start (--ensure-topics): nothing was consumed.
+        log.info("stopped while waiting for the cluster (%s)", error.summary())
     except FatalBrokerError as error:
         log.error("fatal broker error, exiting so a restart can take over (nothing uncommitted is lost): %s", error)
         return 1
@@ -116,8 +133,8 @@ def _worker(settings: Settings, options: RunOptions) -> None:
     try:
         sys.exit(serve(settings, options, stop))
     except InvalidConfiguration as error:
-        log.error("%s", error)
-        sys.exit(2)
+        log.error("configuration error: %s", error)
+        sys.exit(EXIT_CONFIGURATION)
     except EnvironmentProblem as error:
         log.error("%s", error)
         sys.exit(1)
@@ -147,6 +164,13 @@ def supervise(settings: Settings, options: RunOptions) -> int:
             if process.is_alive() and process.pid is not None:
                 process.terminate()  # SIGTERM: each worker drains, commits and leaves the group
 
+    def stop_all() -> None:
+        nonlocal stopping
+        stopping = True
+        for process in workers.values():
+            if process.is_alive() and process.pid is not None:
+                process.terminate()
+
     def start(index: int) -> BaseProcess:
         worker_settings = settings.for_worker(index)
         if settings.metrics_port:
@@ -169,8 +193,11 @@ def supervise(settings: Settings, options: RunOptions) -> int:
             if index in statuses or process.is_alive():
                 continue
             code = process.exitcode if process.exitcode is not None else 1
-            if code == 0 or stopping or code == 2:
+            if code in _FINAL_STATUSES or stopping:
                 statuses[index] = code
+                if code == EXIT_NOT_AUTHORIZED and not stopping:
+                    log.error("worker %d is not authorized (see its error above): stopping the others", index)
+                    stop_all()
                 continue
             delay = _RESTART_BACKOFF_S[min(restarts[index], len(_RESTART_BACKOFF_S) - 1)]
             log.warning("worker %d exited with %d; restarting in %.0fs", index, code, delay)

@@ -8,9 +8,11 @@ import sys
 import threading
 
 from application.errors import BrokerUnavailable
-from application.ports import TopicAdmin, TopicReport, TopicSpec
+from application.loop import OutageReport
+from application.ports import Clock, TopicAdmin, TopicReport, TopicSpec
 from entrypoints.config import Settings
 from entrypoints.container import build_container
+from entrypoints.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +54,34 @@ def producer_limit(input_limit: int) -> int:
     return input_limit + HEADROOM_BYTES
 
 
-def ensure_topics(admin: TopicAdmin, settings: Settings, stop: threading.Event | None = None) -> list[TopicReport]:
-    """Retry with backoff while the cluster is unreachable (e.g. still starting), until ``stop``."""
+def ensure_topics(
+    admin: TopicAdmin,
+    settings: Settings,
+    stop: threading.Event | None = None,
+    *,
+    give_up_after_s: float | None = None,
+    clock: Clock | None = None,
+) -> list[TopicReport]:
+    """Retry with backoff while the cluster cannot be used (still starting, refusing the login ...).
+
+    Until ``stop`` is set, or ``give_up_after_s`` has passed; then the last BrokerUnavailable is raised.
+    The cause is logged once, then at most once a minute.
+    """
+    clock = clock or Clock()
+    outage = OutageReport(clock)
+    started = clock.monotonic()
     delay = 1.0
+    first = True
     while True:
         try:
             return _ensure(admin, settings)
         except BrokerUnavailable as error:
-            log.warning("cannot ensure topics yet, retrying in %.0fs: %s", delay, error)
-            if stop is None or stop.wait(delay):
+            give_up = give_up_after_s is not None and clock.monotonic() - started + delay > give_up_after_s
+            if stop is None or give_up:
+                raise
+            outage.down(error, new_outage=first)
+            first = False
+            if stop.wait(delay):
                 raise
             delay = min(delay * 2, 30.0)
 
@@ -77,10 +98,14 @@ def report(reports: list[TopicReport]) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     admin = build_container(settings).admin()
+    stop = GracefulStop().install()
     try:
-        report(_ensure(admin, settings))
+        report(ensure_topics(admin, settings, stop.event, give_up_after_s=settings.broker_wait_timeout_s))
     except BrokerUnavailable as error:
-        print(f"pipeline: {error}", file=sys.stderr)
+        if stop.event.is_set():
+            return 0
+        waited = settings.broker_wait_timeout_s
+        print(f"pipeline: {error.summary()} (gave up after {waited:g}s: BROKER_WAIT_TIMEOUT)", file=sys.stderr)
         return 1
     finally:
         admin.close()
