@@ -173,8 +173,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Smooth ceiling on records consumed per second per process; 0 means no limit"),
     Setting("shutdown_timeout_s", ("SHUTDOWN_TIMEOUT",), _number(0), "30",
             "Seconds allowed to finish in-flight records on SIGTERM"),
-    Setting("broker_wait_timeout_s", ("BROKER_WAIT_TIMEOUT",), _number(0), "60",
-            "Seconds one-shot commands (topics ensure) wait for a reachable cluster that accepts the login"),
+    Setting("broker_wait_timeout_s", ("BROKER_WAIT_TIMEOUT",), _number(1), "60",
+            "Seconds a one-shot command (topics ensure, produce) waits for a cluster it cannot use (unreachable, "
+            "refusing the login, acknowledging nothing) before it gives up with exit 1"),
     Setting("topic_partitions", ("TOPIC_PARTITIONS",), _integer(1), "4", "Partitions for topics the service creates"),
     Setting("topic_replication_factor", ("TOPIC_REPLICATION_FACTOR",), _integer(1), "1",
             "Replication factor for topics the service creates"),
@@ -196,8 +197,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_port", ("METRICS_PORT",), _port, "9108",
             "Port for /metrics, /healthz and /readyz; 0 disables"),
     Setting("workers", ("WORKERS",), _integer(1), "1", "Consumer processes in this instance (pipeline run)"),
-    Setting("command_timeout_s", ("COMMAND_TIMEOUT",), _number(1), "30",
-            "Seconds without an acknowledgement after which `pipeline produce` gives up (exit 1)"),
 )  # fmt: skip
 
 _BY_KEY = {setting.key: setting for setting in SETTINGS}

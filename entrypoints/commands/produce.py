@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from adapters.generator import LoginGenerator
+from application.errors import BrokerUnavailable, NotAuthorized
 from application.producing import publish_all
 from entrypoints.config import Settings
 from entrypoints.container import build_container
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             topic,
             records_per_second=args.rate or None,
             stop=stop.event,
-            timeout_s=settings.command_timeout_s,
+            timeout_s=settings.broker_wait_timeout_s,
         )
     if not summary.gave_up:
         sink.close()  # when it gave up, closing would wait once more for what will not come
@@ -69,11 +70,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     if summary.gave_up:
+        cause = sink.problem()  # what the client knows: a refused login, a TLS failure, a missing ACL
+        if isinstance(cause, NotAuthorized):
+            raise cause
+        check = (
+            cause.summary()
+            if isinstance(cause, BrokerUnavailable)
+            else ("check KAFKA_BOOTSTRAP_SERVERS and that the cluster is up")
+        )
         raise EnvironmentProblem(
-            f"no acknowledgement for {settings.command_timeout_s:g}s (COMMAND_TIMEOUT), giving up with "
+            f"no acknowledgement for {settings.broker_wait_timeout_s:g}s (BROKER_WAIT_TIMEOUT), giving up with "
             f"{summary.sent - summary.acknowledged:,} of {summary.sent:,} record(s) not acknowledged"
             + (f" (last error: {summary.last_error})" if summary.last_error else "")
-            + "; check KAFKA_BOOTSTRAP_SERVERS and that the cluster is up"
+            + f"; {check}"
         )
     if summary.failed:
         print(f"pipeline: {summary.failed} record(s) not delivered: {summary.last_error}", file=sys.stderr)

@@ -193,3 +193,33 @@ def test_a_key_password_that_does_not_decrypt_the_key_is_a_setting_error(client:
     assert "KAFKA_SSL_KEY_PASSWORD" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "not-the-key-password" not in done.stderr
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_produce_with_a_refused_login_gives_up_naming_the_cause(client: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "BROKER_CLIENT": client,
+            "KAFKA_BOOTSTRAP_SERVERS": _ENV["SECURE_KAFKA_SASL_SSL"],
+            "BROKER_WAIT_TIMEOUT": "8",
+            **scram(password="not-the-password"),
+        }
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", "produce", "--count", "100"],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 60, "it gave up within about BROKER_WAIT_TIMEOUT"
+    lines = [line for line in done.stderr.splitlines() if line.startswith("pipeline:")]
+    assert len(lines) == 1, done.stderr
+    assert "BROKER_WAIT_TIMEOUT" in lines[0] and "authentication failed" in lines[0], lines[0]
+    assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr

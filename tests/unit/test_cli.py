@@ -250,11 +250,11 @@ def test_process_to_dev_null_writes_through() -> None:
 
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])
 def test_produce_to_a_dead_broker_fails_within_the_bound(client: str) -> None:
-    env = {"BROKER_CLIENT": client, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "COMMAND_TIMEOUT": "3"}
+    env = {"BROKER_CLIENT": client, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "BROKER_WAIT_TIMEOUT": "3"}
     started = time.monotonic()
     result = pipeline("produce", "--count", "50", env=env)
     elapsed = time.monotonic() - started
-    line = assert_one_line(result, 1, "not acknowledged", "COMMAND_TIMEOUT", "KAFKA_BOOTSTRAP_SERVERS")
+    line = assert_one_line(result, 1, "not acknowledged", "BROKER_WAIT_TIMEOUT", "KAFKA_BOOTSTRAP_SERVERS")
     assert "records" in line or "record(s)" in line
     assert elapsed < 3 + 20, f"took {elapsed:.0f}s"
     for word in ("committing", "leaving the group", "offsets"):

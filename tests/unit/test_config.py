@@ -88,7 +88,7 @@ def test_client_properties_come_from_kafka_variables() -> None:
         ({"CHECK_IP": "maybe"}, "CHECK_IP"),
         ({"INPUT_TOPIC": "  "}, "INPUT_TOPIC"),
         ({"ENV_FILE": "/nonexistent/.env"}, "ENV_FILE"),
-        ({"COMMAND_TIMEOUT": "0"}, "COMMAND_TIMEOUT"),
+        ({"BROKER_WAIT_TIMEOUT": "0"}, "BROKER_WAIT_TIMEOUT"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], named: str) -> None:
