@@ -430,3 +430,8 @@ def quiet_repeated_client_logs() -> None:
         is_kafka = name == "kafka" or name.startswith("kafka.")
         if is_kafka and isinstance(candidate, logging.Logger) and _REPEAT_FILTER not in candidate.filters:
             candidate.addFilter(_REPEAT_FILTER)
+
+
+# kafka-python's loggers exist once it is imported: fold their repeats from the very first client on
+# (an admin client bootstrapping at start logs several lines per failed reconnect before any other call).
+quiet_repeated_client_logs()

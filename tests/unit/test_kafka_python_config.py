@@ -164,3 +164,13 @@ def test_client_config_refuses_settings_the_adapter_owns() -> None:
 def test_user_api_version_overrides_the_ceiling() -> None:
     config = client_config(KafkaConnection("b:9092", {"api.version": "2.8.1"}), "admin", {})
     assert config["api_version"] == (2, 8, 1)
+
+
+def test_kafka_pythons_loggers_are_folded_from_import_on() -> None:
+    """The first admin client at start bootstraps (and logs every failed reconnect) before any other call."""
+    import logging
+
+    from adapters.kafka_python import config
+
+    manager = logging.getLogger("kafka.net.manager")
+    assert config._REPEAT_FILTER in manager.filters
