@@ -23,6 +23,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.codec import has_lz4
 from kafka.errors import (
+    IllegalStateError,
     InvalidProducerEpochError,
     KafkaConfigurationError,
     KafkaError,
@@ -73,6 +74,13 @@ _PRODUCER_STATE_ERRORS = (
 
 
 _KAFKA_PYTHON_MAX_REQUEST_SIZE = 1_048_576
+
+
+def _about_the_producer(error: BaseException) -> bool:
+    """send() refused for the producer's state, not the record's: kafka-python raises a bare KafkaError
+    ("Cannot perform send because at least one previous transactional or idempotent request has failed")
+    or an IllegalStateError then."""
+    return type(error) is KafkaError or isinstance(error, (IllegalStateError, *_PRODUCER_STATE_ERRORS))
 
 
 def with_message_limit(defaults: dict[str, Any], max_message_bytes: int | None) -> dict[str, Any]:
@@ -212,8 +220,13 @@ class Deliveries:
             future = self._send(topic, key, value, _header_list(headers))
         except (KafkaError, TypeError, ValueError) as error:
             # Refused before it was queued (larger than max_request_size, invalid, no metadata): its callback
-            # says so, as for a record the broker refused; nothing about one record escapes the sink.
-            pending.failed(error)
+            # says so, as for a record the broker refused; nothing about one record escapes the sink. Refused
+            # for the producer's state (an earlier record failed the transaction), it says nothing about this
+            # record: reported as never sent, which makes it collateral.
+            if _about_the_producer(error):
+                self.completed(pending, error, True)
+            else:
+                pending.failed(error)
             return
         pending.future = future
         future.add_callback(pending.succeeded)

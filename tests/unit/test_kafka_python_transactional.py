@@ -5,11 +5,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from adapters.kafka_connection import KafkaConnection
-from adapters.kafka_python.sink import close_producer
+from adapters.kafka_python.sink import Deliveries, close_producer
 from adapters.kafka_python.transactional import KafkaPythonTransactionalSink, _Stuck
+from application.messages import DeliveryError
 
 
 @pytest.fixture
@@ -101,3 +102,29 @@ def test_closing_a_producer_with_unsent_records_stops_its_io_thread() -> None:
     producer = _ProducerWithUnsentRecords()
     close_producer(producer, timeout_s=1.0)
     assert not producer._sender.is_alive()
+
+
+class _ProducerInAFailedTransaction:
+    """kafka-python's send() once an earlier record failed the transaction: a bare KafkaError."""
+
+    def send(self, topic: str, **record: object) -> None:
+        raise KafkaError("Cannot perform send because at least one previous transactional or idempotent request")
+
+
+class _ProducerRefusingTheRecord:
+    def send(self, topic: str, **record: object) -> None:
+        raise MessageSizeTooLargeError("The message is 2000000 bytes when serialized")
+
+
+@pytest.mark.parametrize(
+    ("producer", "collateral"), [(_ProducerInAFailedTransaction(), True), (_ProducerRefusingTheRecord(), False)]
+)
+def test_a_send_refused_for_the_producers_state_says_nothing_about_the_record(
+    producer: object, collateral: bool
+) -> None:
+    deliveries = Deliveries(producer, capacity=10, capacity_bytes=10_000, transactional=True)
+    outcomes: list[DeliveryError | None] = []
+    deliveries.send("out", b"k", b"v", (), outcomes.append)
+    deliveries.serve()
+    [error] = outcomes
+    assert error is not None and error.collateral is collateral
