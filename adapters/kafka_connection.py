@@ -6,7 +6,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from application.errors import AuthenticationFailed, InvalidConfiguration, TlsFailed
+from application.errors import AuthenticationFailed, InvalidConfiguration, SecurityProtocolMismatch, TlsFailed
 
 # Properties given as ``consumer.X`` or ``producer.X`` apply to that client only.
 _ROLE_PREFIXES = ("consumer.", "producer.", "admin.")
@@ -38,12 +38,40 @@ def _get(properties: Mapping[str, str], *names: str) -> str:
 
 
 def principal(properties: Mapping[str, str]) -> str:
-    """The principal the broker sees, when the settings tell it (SASL: the user name)."""
+    """Who the broker sees, when the settings tell it: SASL's user, or the client certificate's subject.
+
+    The broker maps a certificate to a principal with its own ``ssl.principal.mapping.rules``, so for
+    mutual TLS this names the certificate, not a ``User:`` principal it cannot know.
+    """
     protocol = properties.get("security.protocol", "").upper()
     user = _get(properties, "sasl.username")
     if protocol.startswith("SASL") and user:
         return f"User:{user}"
+    certificate = _get(properties, "ssl.certificate.location")
+    if protocol == "SSL" and certificate:
+        subject = certificate_subject(certificate)
+        return f'the client certificate "{subject}"' if subject else ""
     return ""
+
+
+_RDN_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+}
+
+
+def certificate_subject(path: str) -> str:
+    """A PEM certificate's subject as Kafka writes a DN (``CN=pipeline,O=example``); "" if unreadable."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # the stdlib's only decoder
+    except Exception:  # noqa: BLE001 - naming the certificate is a courtesy; check_tls_files reports bad files
+        return ""
+    parts = [f"{_RDN_NAMES.get(name, name)}={value}" for rdn in decoded.get("subject", ()) for name, value in rdn]
+    return ",".join(reversed(parts))
 
 
 def authentication_failed(properties: Mapping[str, str], detail: str = "") -> AuthenticationFailed:
@@ -54,6 +82,14 @@ def authentication_failed(properties: Mapping[str, str], detail: str = "") -> Au
         f'authentication failed for user "{user}" (SASL {mechanism}): '
         f"check {variable_name('sasl.username')} / {variable_name('sasl.password')}"
         + (f" ({detail})" if detail else "")
+    )
+
+
+def closes_before_answering(servers: str) -> SecurityProtocolMismatch:
+    """A broker that closes every connection before its first reply: most likely a TLS or SASL listener."""
+    return SecurityProtocolMismatch(
+        f"cannot reach Kafka at {servers}: the broker closes every connection before answering "
+        "(does it expect TLS or SASL? check KAFKA_SECURITY_PROTOCOL)"
     )
 
 

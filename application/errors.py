@@ -3,7 +3,8 @@
 The contract is closed: every exception a port raises is a PipelineError, and no exception of a
 client library crosses a port. What each class means for the caller:
 
-* BrokerUnavailable, and its AuthenticationFailed and TlsFailed: the cluster cannot be used now.
+* BrokerUnavailable, and its AuthenticationFailed, TlsFailed and SecurityProtocolMismatch: the cluster
+  cannot be used now.
   Retry with backoff (credentials and certificates get rotated); say why once, then remind.
 * NotAuthorized: the cluster refuses this principal an operation; retrying cannot help until an
   operator grants it. Stop with exit status 3.
@@ -46,6 +47,16 @@ class AuthenticationFailed(BrokerUnavailable):
         return str(self)
 
 
+class SecurityProtocolMismatch(BrokerUnavailable):
+    """The broker closes every connection before answering: its listener most likely expects TLS or SASL.
+
+    A cause of its own, so that the log says it as soon as the client can tell it from an outage.
+    """
+
+    def summary(self) -> str:
+        return str(self)
+
+
 class TlsFailed(BrokerUnavailable):
     """The TLS handshake with the cluster fails (an unknown CA, a refused client certificate ...).
 
@@ -68,7 +79,7 @@ class NotAuthorized(PipelineError):
 
     def __str__(self) -> str:
         who = self.principal or "this client's principal"
-        grantee = self.principal or "User:<principal>"
+        grantee = self.principal if self.principal.startswith("User:") else "User:<principal>"
         option = "--cluster" if self.resource_type == "cluster" else f"--{self.resource_type} {self.resource_name}"
         return (
             f'not authorized to {self.operation} {self.resource_type} "{self.resource_name}" as {who}: '

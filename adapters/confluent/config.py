@@ -13,6 +13,7 @@ from adapters.kafka_connection import (
     KafkaConnection,
     authentication_failed,
     check_tls_files,
+    closes_before_answering,
     principal,
     tls_failed,
 )
@@ -128,15 +129,19 @@ class ErrorReporter:
         self.unreachable = False
         self.problem = None
 
-    def unavailable(self, error: KafkaException | KafkaError | None = None) -> BrokerUnavailable:
-        """What a failed call means: the remembered cause if there is one, else an unreachable cluster."""
+    def known_cause(self) -> BrokerUnavailable | None:
+        """The cause the callbacks told (a refused login, TLS, a listener expecting TLS or SASL), if any."""
         if self.problem is not None:  # a fresh instance: re-raising one would grow its traceback forever
             return type(self.problem)(*self.problem.args)
         if self.closed_at_once and self._properties.get("security.protocol", "PLAINTEXT").upper() in ("PLAINTEXT", ""):
-            return BrokerUnavailable(
-                f"cannot reach Kafka at {self._servers}: the broker closes every connection before answering "
-                "(does it expect TLS or SASL? check KAFKA_SECURITY_PROTOCOL)"
-            )
+            return closes_before_answering(self._servers)
+        return None
+
+    def unavailable(self, error: KafkaException | KafkaError | None = None) -> BrokerUnavailable:
+        """What a failed call means: the remembered cause if there is one, else an unreachable cluster."""
+        known = self.known_cause()
+        if known is not None:
+            return known
         if error is None:
             return BrokerUnavailable(self.last_error or f"cannot reach Kafka at {self._servers}")
         return unavailable(error, self._servers)

@@ -169,7 +169,7 @@ class ConfluentSource(MessageSource):
                 records = self._consume(max_records, 0.0)
                 if records:
                     return records
-                raise self.errors.unavailable() if self.errors.problem is not None else down from None
+                raise self.errors.known_cause() or down from None
         return self._consume(max_records, timeout_s)
 
     def _consume(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:

@@ -27,6 +27,7 @@ from adapters.kafka_connection import (
     KafkaConnection,
     authentication_failed,
     check_tls_files,
+    closes_before_answering,
     principal,
     tls_failed,
     variable_name,
@@ -298,14 +299,18 @@ class _Diagnosis:
 
     It logs a refused login or TLS handshake, and its calls then fail only with timeouts. Shared by
     every client in the process (they share loggers). kafka-python 3.0.12 often does not see the
-    broker's SASL error at all, only the connection the broker then closes ("socket disconnected");
-    over TLS with SASL or client certificates, connections that keep being closed that way, and
-    nothing else failing, mean the broker refused the login.
+    broker's SASL error at all, only the connection the broker then closes ("socket disconnected").
+    Only bootstrap connections closed before they were ready count: a broker restarting drops
+    working connections, then refuses new ones (which clears the count). In plain text, or before
+    the broker answered anything (when the API version is probed): a listener that expects TLS or
+    SASL; after it answered, over SASL or with a client certificate: the broker refused the login.
     """
 
     _AUTH = re.compile(r"SaslAuthenticationFailedError|AuthenticationFailedError|Authentication failed")
     _TLS = re.compile(r"\[SSL[:\]]|SSLError|CERTIFICATE_VERIFY_FAILED|Handshake failed")
     _DROPPED = "Connection lost: KafkaConnectionError: socket disconnected"
+    _BOOTSTRAP_DROPPED = re.compile(r"Bootstrap connection to \S+ failed: KafkaConnectionError: socket disconnected")
+    _UNANSWERED = "broker_version=unknown"  # the connection was closed before ApiVersions was answered
     _DROPS_TO_BLAME_LOGIN = 2
 
     def __init__(self) -> None:
@@ -313,6 +318,7 @@ class _Diagnosis:
         self.kind = ""
         self.detail = ""
         self._drops = 0
+        self._unanswered = False
 
     def saw(self, text: str) -> bool:
         """Remember a connection failure's cause; True if the line was one (the caller then folds it)."""
@@ -328,6 +334,11 @@ class _Diagnosis:
             detail = re.sub(r"\s*\(backoff [\d.]+ secs\)$", "", detail)
             detail = re.sub(r"^\[SSL: [A-Z_]+\] |\s*\(_ssl\.c:\d+\)$", "", detail)
         elif self._DROPPED in text:
+            if self._UNANSWERED in text:
+                with self._lock:
+                    self._unanswered = True
+            return True
+        elif self._BOOTSTRAP_DROPPED.search(text):
             with self._lock:
                 self._drops += 1
                 if self._drops >= self._DROPS_TO_BLAME_LOGIN and not self.kind:
@@ -336,7 +347,7 @@ class _Diagnosis:
         else:
             if "Connection lost" in text or "Connection failed" in text:
                 with self._lock:  # refused, reset, unresolvable: the cluster is unreachable, not refusing us
-                    self._drops = 0
+                    self._drops, self._unanswered = 0, False
                     if self.kind == "dropped":
                         self.kind = ""
             return False
@@ -346,21 +357,23 @@ class _Diagnosis:
 
     def clear(self) -> None:
         with self._lock:
-            self.kind, self.detail, self._drops = "", "", 0
+            self.kind, self.detail, self._drops, self._unanswered = "", "", 0, False
 
     def problem(self, connection: KafkaConnection) -> BrokerUnavailable | None:
         with self._lock:
             if not self.kind:  # remembered until a connection works again (connection_recovered)
                 return None
-            kind, detail = self.kind, self.detail
+            kind, detail, unanswered = self.kind, self.detail, self._unanswered
         protocol = connection.properties.get("security.protocol", "").strip().upper()
+        if kind == "dropped" and (unanswered or protocol in ("", "PLAINTEXT")):
+            return closes_before_answering(connection.bootstrap_servers)
         if kind == "dropped":
             if protocol.startswith("SASL"):
                 return authentication_failed(connection.properties, "the broker closed the connection at login")
             if protocol == "SSL" and connection.properties.get("ssl.certificate.location"):
                 detail = "the broker closed the connection: is the client certificate trusted?"
                 return tls_failed(connection.properties, connection.bootstrap_servers, detail)
-            return None  # in plain text a dropped connection says nothing more than "unreachable"
+            return None
         if kind == "auth":
             return authentication_failed(connection.properties, detail)
         return tls_failed(connection.properties, connection.bootstrap_servers, detail)

@@ -47,12 +47,12 @@ def scram(user: str = "pipeline", password: str = PASSWORD, ca: str = "ca.pem") 
     }
 
 
-def mutual_tls() -> dict[str, str]:
+def mutual_tls(user: str = "pipeline") -> dict[str, str]:
     return {
         "KAFKA_SECURITY_PROTOCOL": "SSL",
         "KAFKA_SSL_CA_LOCATION": f"{CERTS}/ca.pem",
-        "KAFKA_SSL_CERTIFICATE_LOCATION": f"{CERTS}/pipeline.pem",
-        "KAFKA_SSL_KEY_LOCATION": f"{CERTS}/pipeline.key",
+        "KAFKA_SSL_CERTIFICATE_LOCATION": f"{CERTS}/{user}.pem",
+        "KAFKA_SSL_KEY_LOCATION": f"{CERTS}/{user}.key",
         "KAFKA_SSL_KEY_PASSWORD": _ENV.get("SECURE_KAFKA_KEY_PASSWORD", ""),
     }
 
@@ -146,6 +146,33 @@ def test_an_authenticated_user_without_acls_exits_3_naming_the_principal(
     assert re.search(r'not authorized to \w+ [a-z-]+ "[^"]+" as User:noacl: grant it with kafka-acls', output), output
     assert "input topic missing" not in output
     assert "restarting" not in output  # the supervisor does not restart a worker refused by ACLs
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_certificate_without_acls_exits_3_naming_the_certificate(admin_kit: ConfluentKit, client: str) -> None:
+    topics = Topics.create(admin_kit)
+    service = Service(_ENV["SECURE_KAFKA_SSL"], client, topics, **mutual_tls(user="noacl"))
+    assert service.wait(60) == 3, service.output()
+    output = service.output(tail=None)
+    assert re.search(r'not authorized to \w+ [a-z-]+ "[^"]+" as the client certificate "CN=noacl"', output), output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_plaintext_client_at_a_tls_listener_is_told_to_check_the_security_protocol(
+    admin_kit: ConfluentKit, client: str
+) -> None:
+    topics = Topics.create(admin_kit)
+    service = Service(_ENV["SECURE_KAFKA_SSL"], client, topics)
+    reason = wait_not_ready_because(service, "the broker closes every connection before answering")
+    assert "KAFKA_SECURITY_PROTOCOL" in reason
+    service.signal(signal.SIGTERM)
+    assert service.wait(30) == 0, service.output()
+    output = service.output(tail=None)
+    said = [line for line in output.splitlines() if "closes every connection" in line and "application.loop" in line]
+    assert len(said) == 1, output
+    assert len(problem_lines(output)) <= 5, output
     assert "Traceback" not in output
 
 

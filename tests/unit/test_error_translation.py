@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from kafka import errors as kafka_errors
 
 from adapters.confluent.config import ErrorReporter, translate
-from adapters.kafka_connection import KafkaConnection, check_tls_files
+from adapters.kafka_connection import KafkaConnection, check_tls_files, principal
 from adapters.kafka_python import config as kafka_python_config
 from application.errors import (
     AuthenticationFailed,
@@ -18,6 +18,7 @@ from application.errors import (
     FatalBrokerError,
     InvalidConfiguration,
     NotAuthorized,
+    SecurityProtocolMismatch,
     TlsFailed,
 )
 
@@ -152,3 +153,60 @@ def test_tls_files_are_read_at_start(tmp_path: Path) -> None:
         check_tls_files(
             {"ssl.certificate.location": str(garbage), "ssl.key.location": str(garbage), "ssl.key.password": "x"}
         )
+
+
+PLAINTEXT = KafkaConnection("b:9093", {})
+BOOTSTRAP_DROPPED = (
+    "Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: socket disconnected (backoff 0.1 secs)"
+)
+
+
+def test_a_broker_closing_every_connection_at_once_is_named_a_security_protocol_mismatch() -> None:
+    reporter = ErrorReporter("consumer", PLAINTEXT)
+    dropped = (
+        "b:9093/bootstrap: Disconnected: connection closed by peer: receive 0 after POLLIN "
+        "(after 1ms in state APIVERSION_QUERY)"
+    )
+    reporter.connection_failed(dropped)
+    mismatch = reporter.known_cause()
+    assert isinstance(mismatch, SecurityProtocolMismatch) and "check KAFKA_SECURITY_PROTOCOL" in str(mismatch)
+    reporter.connection_failed("b:9093/bootstrap: Connect to ipv4#127.0.0.1:9093 failed: Connection refused")
+    assert reporter.known_cause() is None  # a broker that refuses connections is down, not mismatched
+
+    kafka_python_config.connection_recovered()
+    logger = logging.getLogger("kafka.net.manager")
+    kafka_python_config.quiet_repeated_client_logs()
+    for _ in range(3):
+        logger.warning(BOOTSTRAP_DROPPED)
+    assert isinstance(kafka_python_config.connection_problem(PLAINTEXT), SecurityProtocolMismatch)
+    assert isinstance(kafka_python_config.connection_problem(SASL), AuthenticationFailed)
+    kafka_python_config.connection_recovered()
+
+
+def test_kafka_python_a_restarting_broker_is_not_mistaken_for_a_refused_login() -> None:
+    kafka_python_config.connection_recovered()
+    kafka_python_config.quiet_repeated_client_logs()
+    connection = logging.getLogger("kafka.net.connection")
+    for _ in range(3):  # a restart drops working connections, then refuses new ones
+        connection.error(
+            "<KafkaConnection node_id=1 broker_version=(4, 0) (disconnected)>: "
+            "Connection lost: KafkaConnectionError: socket disconnected"
+        )
+    logging.getLogger("kafka.net.manager").warning(BOOTSTRAP_DROPPED)
+    connection.error(
+        "<KafkaConnection node_id=1 (disconnected)>: Connection failed: KafkaConnectionError: Connection refused"
+    )
+    logging.getLogger("kafka.net.manager").warning(BOOTSTRAP_DROPPED)
+    assert kafka_python_config.connection_problem(SASL) is None
+    assert kafka_python_config.connection_problem(PLAINTEXT) is None
+    kafka_python_config.connection_recovered()
+
+
+def test_a_client_certificate_is_named_by_its_subject() -> None:
+    certificate = str(Path(__file__).parents[1] / "data" / "client-certificate.pem")
+    properties = {"security.protocol": "SSL", "ssl.certificate.location": certificate}
+    assert principal(properties) == 'the client certificate "CN=pipeline,OU=Data,O=Example"'
+    refused = NotAuthorized("Read", "topic", "user-login", principal(properties))
+    assert 'as the client certificate "CN=pipeline,OU=Data,O=Example"' in str(refused)
+    assert "--allow-principal User:<principal>" in str(refused)  # the broker's mapping rules decide the name
+    assert principal({"security.protocol": "SSL", "ssl.certificate.location": "/no/such.pem"}) == ""
