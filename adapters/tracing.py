@@ -235,6 +235,10 @@ class OpenTelemetryTracer(Tracer):
         self._group = consumer_group
         self._shut = False
 
+    @property
+    def resource(self) -> Resource:
+        return self._provider.resource
+
     def start(self, record: ConsumedRecord) -> RecordSpan:
         headers = record.headers
         parent = self._propagator.extract(headers, getter=_GETTER) if headers else None
