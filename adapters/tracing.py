@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import propagate, trace
-from opentelemetry.propagators.textmap import Getter, TextMapPropagator
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -192,25 +193,18 @@ _GETTER = _HeaderGetter()
 
 
 class _RecordSpan:
-    __slots__ = ("_propagator", "_span")
+    """Made when the record's processing starts; the SDK span itself only once its outcome is known, with every
+    attribute at once and the start time taken here (one attribute validation pass per span, not two)."""
 
-    def __init__(self, span: trace.Span, propagator: TextMapPropagator) -> None:
-        self._span = span
-        self._propagator = propagator
+    __slots__ = ("_record", "_started_ns", "_tracer")
+
+    def __init__(self, tracer: OpenTelemetryTracer, record: ConsumedRecord) -> None:
+        self._tracer = tracer
+        self._record = record
+        self._started_ns = time.time_ns()
 
     def end(self, reason: str | None, error: str | None = None) -> list[tuple[str, bytes]]:
-        span = self._span
-        if span.is_recording():
-            if reason is None:
-                span.set_attribute(OUTCOME, PROCESSED)
-            else:
-                span.set_attributes({OUTCOME: DEAD_LETTERED, DLQ_REASON: reason})
-                if error is not None:
-                    span.set_status(Status(StatusCode.ERROR, error))
-        span.end()
-        carrier: dict[str, str] = {}
-        self._propagator.inject(carrier, context=trace.set_span_in_context(span))
-        return [(name, value.encode()) for name, value in carrier.items()]
+        return self._tracer.record(self._record, self._started_ns, reason, error)
 
 
 class OpenTelemetryTracer(Tracer):
@@ -240,6 +234,12 @@ class OpenTelemetryTracer(Tracer):
         return self._provider.resource
 
     def start(self, record: ConsumedRecord) -> RecordSpan:
+        return _RecordSpan(self, record)
+
+    def record(
+        self, record: ConsumedRecord, started_ns: int, reason: str | None, error: str | None
+    ) -> list[tuple[str, bytes]]:
+        """The span for one record's processing, started at ``started_ns`` and ended now; its context's headers."""
         headers = record.headers
         parent = self._propagator.extract(headers, getter=_GETTER) if headers else None
         attributes: dict[str, str | int] = {
@@ -252,10 +252,21 @@ class OpenTelemetryTracer(Tracer):
         }
         if self._group:
             attributes["messaging.consumer.group.name"] = self._group
+        if reason is None:
+            attributes[OUTCOME] = PROCESSED
+        else:
+            attributes[OUTCOME] = DEAD_LETTERED
+            attributes[DLQ_REASON] = reason
         span = self._tracer.start_span(
-            f"process {record.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-        )
-        return _RecordSpan(span, self._propagator)
+            f"process {record.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes,
+            start_time=started_ns,
+        )  # fmt: skip
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end()
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier, context=trace.set_span_in_context(span))
+        return [(name, value.encode()) for name, value in carrier.items()]
 
     def shutdown(self, timeout_s: float) -> None:
         """Export what is buffered, for at most ``timeout_s``; then give up on the rest (a collector that is down)."""
