@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -23,10 +21,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from application import dead_letter
 from application.messages import ConsumedRecord, header_value
 from tests.contract.kits import AdapterKit, ConfluentKit, KafkaPythonKit
+from tests.integration.harness import Service, Topics
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"user_id": "u", "app_version": "2.3.0", "device_type": "iOS", "locale": "RU"}
 PER_KIND = 5
 
@@ -99,8 +97,7 @@ def test_spans_reach_an_otlp_receiver_and_records_carry_the_continued_trace(
     kafka_bootstrap: str, receiver: Receiver, client: str, guarantee: str
 ) -> None:
     kit: AdapterKit = ConfluentKit(kafka_bootstrap) if client == "confluent" else KafkaPythonKit(kafka_bootstrap)
-    topics = {"input": kit.topic(2), "output": kit.topic(2), "dlq": kit.topic(2)}
-    group = f"tracing-{uuid.uuid4().hex[:8]}"
+    topics = Topics.create(kit, partitions=2)
 
     # Four kinds of record, PER_KIND each: valid or not, with a sampled traceparent of their own or without.
     parents: dict[bytes, tuple[str, str]] = {}  # value -> (trace id, parent span id) sent with it
@@ -113,51 +110,46 @@ def test_spans_reach_an_otlp_receiver_and_records_carry_the_continued_trace(
             trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
             parents[value] = (trace_id, span_id)
             headers.append(("traceparent", f"00-{trace_id}-{span_id}-01".encode()))
-        sink.publish(topics["input"], f"k-{n}".encode(), value, headers, lambda error: None)
+        sink.publish(topics.input, f"k-{n}".encode(), value, headers, lambda error: None)
     assert sink.flush(30)
     sink.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OTEL_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "BROKER_CLIENT": client,
-            "PROCESSING_GUARANTEE": guarantee,
-            "INPUT_TOPIC": topics["input"],
-            "OUTPUT_TOPIC": topics["output"],
-            "DLQ_TOPIC": topics["dlq"],
-            "CONSUMER_GROUP": group,
-            "METRICS_PORT": "0",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-            "OTEL_SERVICE_NAME": "logins-under-test",
-            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-        }
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", "run", "--idle-timeout", "3"],
-        capture_output=True, text=True, env=env, timeout=180, check=False,
+    # Stopped as Kubernetes stops a pod: SIGTERM once the records are consumed; its graceful stop flushes the spans.
+    otel = {k: "" for k in os.environ if k.startswith("OTEL_")}  # nothing from the caller's environment
+    service = Service(
+        kafka_bootstrap, client, topics,
+        **otel,
+        PROCESSING_GUARANTEE=guarantee,
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+        OTEL_SERVICE_NAME="logins-under-test",
+        OTEL_TRACES_SAMPLER="parentbased_always_on",
+        # No scheduled export during the run: every span the receiver gets was flushed by the stop.
+        OTEL_BSP_SCHEDULE_DELAY="600000",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "tracing:" not in result.stderr, result.stderr[-3000:]
+    service.wait_consumed(PER_KIND * 4)
+    assert not receiver.spans
+    service.signal(signal.SIGTERM)
+    assert service.wait(60) == 0, service.output()
+    log = service.output(tail=None)
+    assert "Traceback" not in log and "tracing:" not in log, log[-3000:]
 
-    # The spans were flushed on the way out, all of them, to /v1/traces as OTLP protobuf.
+    # The spans were flushed on the way out (fewer than a batch: only the stop sends them), to /v1/traces as OTLP.
     assert receiver.content_types == {"/v1/traces application/x-protobuf"}
     assert {resource["service.name"] for resource in receiver.resources} == {"logins-under-test"}
     spans = {(span.trace_id.hex(), span.span_id.hex()): span for span in receiver.spans}
     assert len(spans) >= PER_KIND * 4
 
-    outputs = kit.read_all(topics["output"], PER_KIND * 2)
-    letters = kit.read_all(topics["dlq"], PER_KIND * 2)
+    outputs = kit.read_all(topics.output, PER_KIND * 2)
+    letters = kit.read_all(topics.dlq, PER_KIND * 2)
     assert len(outputs) == len(letters) == PER_KIND * 2
     for record, outcome in [(r, "processed") for r in outputs] + [(r, "dead_lettered") for r in letters]:
         trace_id, span_id = traceparent(record)
         span = spans[(trace_id, span_id)]  # the record's parent is a span the receiver got
         attrs = attributes(span)
-        assert attrs["messaging.destination.name"] == topics["input"]
+        assert attrs["messaging.destination.name"] == topics.input
         assert attrs["pipeline.outcome"] == outcome
-        assert attrs["messaging.consumer.group.name"] == group
+        assert attrs["messaging.consumer.group.name"] == topics.group
         assert isinstance(attrs["messaging.kafka.offset"], int)
         assert attrs["messaging.destination.partition.id"] in ("0", "1")
         if outcome == "dead_lettered":
