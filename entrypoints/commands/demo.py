@@ -28,8 +28,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     with Progress("processing", lambda: pipeline.stats.consumed, args.count):
         stats = pipeline.run(max_messages=args.count, idle_timeout_s=5.0)
-    container.tracer().shutdown(TRACING_FLUSH_TIMEOUT_S)
     elapsed = time.perf_counter() - started
+    container.tracer().shutdown(TRACING_FLUSH_TIMEOUT_S)
 
     summary = {
         "consumed": stats.consumed,
