@@ -11,9 +11,9 @@ from collections.abc import Sequence, Set
 from application.errors import BrokerUnavailable, UnsupportedOperation
 from application.health import HealthState
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition, record_bytes
-from application.ports import Clock, GroupView, MessageSource, Metrics
+from application.ports import Clock, GroupView, MessageSource, Metrics, Tracer
 from application.rate_limit import RateLimiter
-from application.routing import RecordRouter
+from application.routing import make_router
 from application.settings import PipelineSettings
 from application.stats import PipelineStats
 from domain.processing import LoginEventProcessor
@@ -43,10 +43,11 @@ class PipelineLoop(ABC):
         metrics: Metrics | None = None,
         health: HealthState | None = None,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._source = source
         self._settings = settings
-        self._router = RecordRouter(processor, settings)
+        self._router = make_router(processor, settings, tracer)
         self._clock = clock or Clock()
         self._metrics = metrics or Metrics()
         self.health = health or HealthState(self._clock)

@@ -21,7 +21,7 @@ from application.logs import ThrottledWarning, record_context
 from application.loop import STALL_LOG_INTERVAL_S, PipelineLoop, describe, describe_stall
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 from application.offsets import OffsetLedger, PartitionLedger
-from application.ports import Clock, MessageSink, MessageSource, Metrics
+from application.ports import Clock, MessageSink, MessageSource, Metrics, Tracer
 from application.settings import PipelineSettings
 from domain.model import format_processed_at
 from domain.processing import LoginEventProcessor
@@ -81,8 +81,11 @@ class Pipeline(PipelineLoop):
         metrics: Metrics | None = None,
         health: HealthState | None = None,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        super().__init__(source, processor, settings, clock=clock, metrics=metrics, health=health, rng=rng)
+        super().__init__(
+            source, processor, settings, clock=clock, metrics=metrics, health=health, rng=rng, tracer=tracer
+        )
         self._sink = sink
         self._ledger = OffsetLedger()
         self._in_flight = 0

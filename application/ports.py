@@ -314,3 +314,44 @@ class Metrics:
 
     def consumer_lag(self, partition: TopicPartition, lag: int) -> None:
         pass
+
+
+class RecordSpan(Protocol):
+    """One record's processing span, started by ``Tracer.start``."""
+
+    def end(self, reason: str | None, error: str | None = None) -> list[tuple[str, bytes]]:
+        """Close the span with the record's fate (``reason``: None for the output topic, the DLQ reason
+        otherwise; ``error``: what went wrong, for a processing or publish failure) and return the trace-context
+        headers (W3C ``traceparent``, ``tracestate``...) that make this span the parent of the outgoing record.
+        Never raises."""
+        ...
+
+
+class _NoSpan:
+    __slots__ = ()
+
+    def end(self, reason: str | None, error: str | None = None) -> list[tuple[str, bytes]]:
+        return []
+
+
+_NO_SPAN = _NoSpan()
+
+
+class Tracer:
+    """Spans for the records' processing, continuing each record's trace context; the base traces nothing.
+
+    Only a tracer whose ``enabled`` is True is ever asked for spans: the routing is chosen once, at construction,
+    so tracing off costs nothing per record. Nothing here raises: spans leave in the background, and an
+    exporter's failure is the adapter's to log.
+    """
+
+    enabled: bool = False
+    # The headers the trace context travels in; an outgoing record carries the new span's, never stale ones.
+    fields: frozenset[str] = frozenset()
+
+    def start(self, record: ConsumedRecord) -> RecordSpan:
+        """A span for processing ``record``, the child of the trace context in its headers if it has one."""
+        return _NO_SPAN
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Send the spans still buffered, waiting at most ``timeout_s``; called once, on the way out."""

@@ -20,7 +20,7 @@ from application.health import HealthState
 from application.logs import ThrottledWarning, record_context
 from application.loop import STALL_LOG_INTERVAL_S, PipelineLoop, describe, describe_stall
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition
-from application.ports import Clock, MessageSource, Metrics, TransactionalSink
+from application.ports import Clock, MessageSource, Metrics, Tracer, TransactionalSink
 from application.routing import Routed
 from application.settings import PipelineSettings
 from domain.model import format_processed_at
@@ -62,8 +62,11 @@ class TransactionalPipeline(PipelineLoop):
         metrics: Metrics | None = None,
         health: HealthState | None = None,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        super().__init__(source, processor, settings, clock=clock, metrics=metrics, health=health, rng=rng)
+        super().__init__(
+            source, processor, settings, clock=clock, metrics=metrics, health=health, rng=rng, tracer=tracer
+        )
         self._sink = sink
         self.transactions = 0
         self.aborts = 0

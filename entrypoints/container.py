@@ -22,6 +22,7 @@ from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
 from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
 from adapters.memory.groups import InMemoryGroupOffsets
 from adapters.metrics import PrometheusMetrics
+from adapters.tracing import tracer_from_environment
 from application.health import HealthState
 from application.pipeline import Pipeline
 from application.ports import Clock
@@ -31,6 +32,9 @@ from domain.policies import build_policies
 from domain.processing import LoginEventProcessor
 from entrypoints.config import Settings
 from entrypoints.instance import claim_slot
+
+# How long a command on its way out waits for its last spans to reach the collector (its records are settled).
+TRACING_FLUSH_TIMEOUT_S = 5.0
 
 
 def transactional_id(settings: Settings) -> str:
@@ -43,6 +47,8 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(Clock)
     health = providers.Singleton(HealthState, clock=clock)
     metrics = providers.Singleton(PrometheusMetrics)
+    # Off (the no-op Tracer) unless OTEL_TRACES_EXPORTER asks for spans; the SDK reads the other OTEL_* variables.
+    tracer = providers.Singleton(tracer_from_environment, consumer_group=settings.provided.consumer_group)
     operations_server = providers.Singleton(
         OperationsServer, port=settings.provided.metrics_port, health=health, registry=metrics.provided.registry
     )
@@ -147,6 +153,7 @@ class Container(containers.DeclarativeContainer):
             clock=clock,
             metrics=metrics,
             health=health,
+            tracer=tracer,
         ),
         "exactly-once": providers.Factory(
             TransactionalPipeline,
@@ -157,6 +164,7 @@ class Container(containers.DeclarativeContainer):
             clock=clock,
             metrics=metrics,
             health=health,
+            tracer=tracer,
         ),
     }
     pipeline = providers.Selector(settings.provided.processing_guarantee, **guarantees)

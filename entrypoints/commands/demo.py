@@ -11,7 +11,7 @@ from application.dead_letter import ERROR, REASON
 from application.messages import header_value
 from application.stats import PipelineStats
 from entrypoints.config import Settings
-from entrypoints.container import build_container
+from entrypoints.container import TRACING_FLUSH_TIMEOUT_S, build_container
 from entrypoints.progress import Progress
 
 
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with Progress("processing", lambda: pipeline.stats.consumed, args.count):
         stats = pipeline.run(max_messages=args.count, idle_timeout_s=5.0)
     elapsed = time.perf_counter() - started
+    container.tracer().shutdown(TRACING_FLUSH_TIMEOUT_S)
 
     summary = {
         "consumed": stats.consumed,

@@ -15,7 +15,7 @@ from pathlib import Path
 from adapters.files import JsonLinesSink, JsonLinesSource, OutputFile
 from application.pipeline import Pipeline
 from entrypoints.config import Settings
-from entrypoints.container import build_container
+from entrypoints.container import TRACING_FLUSH_TIMEOUT_S, build_container
 from entrypoints.errors import EnvironmentProblem, UsageError
 from entrypoints.progress import Progress
 
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             with Progress("processing", lambda: pipeline.stats.consumed):
                 stats = pipeline.run(failed, idle_timeout_s=0.0)
+            container.tracer().shutdown(TRACING_FLUSH_TIMEOUT_S)
             if sink.error is not None:
                 raise sink.error
             for target in outputs:

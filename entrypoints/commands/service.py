@@ -21,7 +21,7 @@ from adapters.logging import configure_logging
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 from entrypoints.commands.topics import ensure_topics, message_limits, producer_limit, report
 from entrypoints.config import Settings
-from entrypoints.container import Container, build_container
+from entrypoints.container import TRACING_FLUSH_TIMEOUT_S, Container, build_container
 from entrypoints.errors import EnvironmentProblem
 from entrypoints.signals import GracefulStop
 
@@ -57,6 +57,7 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
         connection = container.kafka_connection()
         for role in ("consumer", "producer", "admin"):
             check_tls_files(connection.for_role(role))  # a bad key or CA file: exit 2 before anything starts
+    tracer = container.tracer()  # a bad OTEL_* value: exit 2 before anything starts, too
     server = _operations_server(container, settings) if settings.metrics_port else None
     if server is not None:
         server.start()
@@ -90,6 +91,7 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
     finally:
         if server is not None:
             server.stop()
+        tracer.shutdown(TRACING_FLUSH_TIMEOUT_S)
     return 0
 
 
