@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from domain.versions import AppVersion
-from entrypoints.config import ConfigError, client_property_name, load_settings
+from entrypoints.config import ConfigError, Secret, client_property_name, load_settings
 
 
 def test_defaults() -> None:
@@ -66,11 +66,12 @@ def test_client_properties_come_from_kafka_variables() -> None:
             "KAFKA_SERVICE_HOST": "10.0.0.7",
         }
     )
-    assert settings.client_properties == {
+    assert settings.client_config() == {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.password": "hunter2",
     }
+    assert settings.client_properties["sasl.password"] == Secret("hunter2")
     assert client_property_name("KAFKA_SSL_CA_LOCATION") == "ssl.ca.location"
     assert client_property_name("KAFKA_LOCAL_PORT") is None
 
