@@ -25,7 +25,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     width = max(len(setting.name) for setting in SETTINGS)
     for setting in SETTINGS:
         origin = settings.origins.get(setting.key) or settings.sources.get(setting.key, "default")
-        print(f"{setting.name:<{width}}  {_shown(settings.values[setting.key]):<28} ({origin})")
+        print(f"{setting.name:<{width}}  {_shown(getattr(settings, setting.key)):<28} ({origin})")
     for name, value in sorted(settings.client_properties.items()):
         masked = str(value)  # a Secret prints as ***
         origin = settings.origins.get(f"client:{name}", "")
