@@ -1,5 +1,6 @@
 """Settings: names old and new, precedence, client properties and clear errors."""
 
+import argparse
 import pickle
 from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from domain.policies import RuleSettings
 from domain.versions import AppVersion
+from entrypoints.commands import config as config_command
 from entrypoints.config import SETTINGS, ConfigError, Secret, Settings, client_property_name, load_settings
 from entrypoints.container import build_container
 
@@ -263,3 +265,14 @@ def test_every_rule_switch_is_a_setting() -> None:
     assert {rule.name for rule in fields(RuleSettings) if rule.name not in keys} == set(not_settings)
     rules = load_settings(environ={"CHECK_IP": "false", "CHECK_TIMESTAMP": "false"}).rule_settings()
     assert (rules.check_ip, rules.check_timestamp, rules.check_field_types) == (False, False, True)
+
+
+def test_pipeline_config_shows_a_secret_masked_with_its_origin(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings({"KAFKA_SASL_PASSWORD": "hunter2"}, environ={"KAFKA_SASL_USERNAME": "svc"})
+    config_command.run(argparse.Namespace(markdown=False), settings)
+    shown = capsys.readouterr().out
+    assert "hunter2" not in shown
+    password = next(line for line in shown.splitlines() if line.startswith("client: sasl.password"))
+    assert password.split()[2] == "***" and password.endswith("(-c KAFKA_SASL_PASSWORD)")
+    username = next(line for line in shown.splitlines() if line.startswith("client: sasl.username"))
+    assert username.split()[2] == "svc" and username.endswith("(KAFKA_SASL_USERNAME from environment)")
