@@ -16,13 +16,13 @@ import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from adapters.logging import configure_logging
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 from entrypoints.commands import config as config_command
 from entrypoints.commands import demo, dlq, process, produce, schema, service, topics
 from entrypoints.config import ConfigError, Settings, load_settings
+from entrypoints.container import build_container
 from entrypoints.errors import EnvironmentProblem, UsageError
 
 log = logging.getLogger("pipeline")
@@ -186,40 +186,37 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _report(error: BaseException) -> int:
     """The one line and the exit status for every failure a command may end with."""
-    if isinstance(error, ConfigError):
-        print(f"pipeline: configuration error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if isinstance(error, UsageError | InvalidConfiguration):
-        print(f"pipeline: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if isinstance(error, NotAuthorized):
-        print(f"pipeline: {error}", file=sys.stderr)
-        return service.EXIT_NOT_AUTHORIZED
-    if isinstance(error, BrokerUnavailable):
-        print(f"pipeline: {error.summary()}", file=sys.stderr)
-        return EXIT_FAILURE
-    if isinstance(error, FatalBrokerError):
-        print(f"pipeline: fatal broker error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    if isinstance(error, EnvironmentProblem):
-        print(f"pipeline: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    if isinstance(error, OSError):
-        print(f"pipeline: error: {describe_os_error(error)}", file=sys.stderr)
-        return EXIT_FAILURE
+    for kind, line, status in _REPORTS:
+        if isinstance(error, kind):
+            print(f"pipeline: {line(error)}", file=sys.stderr)
+            return status
     raise error
 
 
-_REPORTED = (
-    ConfigError,
-    UsageError,
-    InvalidConfiguration,
-    NotAuthorized,
-    BrokerUnavailable,
-    FatalBrokerError,
-    EnvironmentProblem,
-    OSError,
+def _said(prefix: str) -> Callable[[BaseException], str]:
+    return lambda error: f"{prefix}{error}"
+
+
+def _unavailable(error: BaseException) -> str:
+    return error.summary() if isinstance(error, BrokerUnavailable) else str(error)
+
+
+def _os_error(error: BaseException) -> str:
+    return f"error: {describe_os_error(error) if isinstance(error, OSError) else error}"
+
+
+# Failure class -> its line after "pipeline: " and the exit status; the first class that matches wins.
+_REPORTS: tuple[tuple[type[BaseException], Callable[[BaseException], str], int], ...] = (
+    (ConfigError, _said("configuration error: "), EXIT_USAGE),
+    (UsageError, _said("error: "), EXIT_USAGE),
+    (InvalidConfiguration, _said("error: "), EXIT_USAGE),
+    (NotAuthorized, _said(""), service.EXIT_NOT_AUTHORIZED),
+    (BrokerUnavailable, _unavailable, EXIT_FAILURE),
+    (FatalBrokerError, _said("fatal broker error: "), EXIT_FAILURE),
+    (EnvironmentProblem, _said("error: "), EXIT_FAILURE),
+    (OSError, _os_error, EXIT_FAILURE),
 )
+_REPORTED = tuple(kind for kind, _, _ in _REPORTS)
 
 
 def describe_os_error(error: OSError) -> str:
@@ -261,7 +258,7 @@ def _main(argv: Sequence[str] | None) -> int:
     log_level = settings.log_level
     if args.command in ("demo", "process") and settings.sources.get("log_level") == "default":
         log_level = "warning"  # these print their own summary; service chatter would bury it
-    configure_logging(log_level, settings.log_format, secrets=settings.secret_values())
+    build_container(settings).logging_setup(level=log_level)
     for warning in settings.warnings:
         log.warning("%s", warning)
 

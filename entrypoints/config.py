@@ -13,8 +13,9 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from dotenv import dotenv_values
@@ -219,72 +220,133 @@ _NOT_CLIENT_PROPERTIES = (
 
 
 @dataclass(frozen=True, slots=True)
+class Secret:
+    """A value that never prints: ``str``, ``repr`` and f-strings show ``***``; ``reveal()`` is the one way in."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+
+def is_secret_property(name: str) -> bool:
+    """Client properties whose values are credentials: ``sasl.password``, ``ssl.key.password``, tokens, ..."""
+    return any(marker in name for marker in SECRET_MARKERS)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    values: Mapping[str, Any]
-    client_properties: Mapping[str, str] = field(default_factory=dict)
+    """Every setting of ``SETTINGS`` as a typed, read-only field (same key, the type its parser returns).
+
+    A unit test checks that the fields and the table agree; :func:`load_settings` builds it.
+    """
+
+    broker_client: str
+    bootstrap_servers: str
+    input_topic: str
+    output_topic: str
+    dlq_topic: str
+    consumer_group: str
+    auto_offset_reset: str
+    session_timeout_ms: int
+    enable_auto_commit: bool
+    processing_guarantee: str
+    transaction_size: int
+    transactional_id: str
+    transaction_timeout_ms: int
+    retry_limit: int
+    retry_backoff_ms: int
+    retry_max_backoff_ms: int
+    batch_size: int
+    poll_timeout_ms: int
+    commit_interval_ms: int
+    max_in_flight: int
+    max_records_per_second: float
+    shutdown_timeout_s: float
+    broker_wait_timeout_s: float
+    topic_partitions: int
+    topic_replication_factor: int
+    min_app_version: AppVersion | None
+    required_fields: tuple[str, ...]
+    check_field_types: bool
+    check_app_version: bool
+    check_ip: bool
+    require_public_ip: bool
+    check_timestamp: bool
+    json_codec: str
+    log_level: str
+    log_format: str
+    metrics_port: int
+    workers: int
+    # Not in the table: KAFKA_* client properties (credentials as Secret), provenance, and the worker's index.
+    client_properties: Mapping[str, str | Secret] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> the variable or flag it came from
     worker_index: int = 0  # which of `pipeline run --workers N` processes this is
     origins: Mapping[str, str] = field(default_factory=dict)  # key -> where from, for people: ".env /x/.env", ...
     warnings: tuple[str, ...] = ()  # things worth a warning once logging is set up (e.g. unknown .env keys)
 
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self.values[key]
-        except KeyError:
-            raise AttributeError(key) from None
+    @property
+    def values(self) -> Mapping[str, Any]:
+        """Every setting of the table by key, in table order (for ``pipeline config`` and tests)."""
+        return MappingProxyType({setting.key: getattr(self, setting.key) for setting in SETTINGS})
 
-    def replace(self, **overrides: Any) -> Settings:
-        return Settings(
-            {**self.values, **overrides}, self.client_properties, self.sources, self.worker_index, self.origins
-        )
+    def client_config(self) -> dict[str, str]:
+        """The client properties with credentials revealed: for the composition root to hand to a client only."""
+        return {
+            name: value.reveal() if isinstance(value, Secret) else value
+            for name, value in self.client_properties.items()
+        }
 
     def secret_values(self) -> list[str]:
         """Client property values that must never reach a log line (passwords, keys, tokens)."""
-        return [v for k, v in self.client_properties.items() if any(marker in k for marker in SECRET_MARKERS)]
+        return [value.reveal() for value in self.client_properties.values() if isinstance(value, Secret)]
 
     def for_worker(self, index: int) -> Settings:
-        return Settings(self.values, self.client_properties, self.sources, index, self.origins)
+        return replace(self, worker_index=index)
 
     def effective_transactional_id(self, instance_slot: int | None) -> str:
         """TRANSACTIONAL_ID (per worker), else group.input.host.slot: see entrypoints/instance.py for why."""
-        if self.values["transactional_id"]:
-            base = self.values["transactional_id"]
+        if self.transactional_id:
+            base = self.transactional_id
             return base if self.worker_index == 0 else f"{base}.{self.worker_index}"
         slot = f"pid{os.getpid()}" if instance_slot is None else str(instance_slot)
-        return f"{self.values['consumer_group']}.{self.values['input_topic']}.{socket.gethostname()}.{slot}"
+        return f"{self.consumer_group}.{self.input_topic}.{socket.gethostname()}.{slot}"
 
     def pipeline_settings(self) -> PipelineSettings:
-        v = self.values
         return PipelineSettings(
-            input_topic=v["input_topic"],
-            output_topic=v["output_topic"],
-            dlq_topic=v["dlq_topic"],
-            consumer_group=v["consumer_group"],
-            batch_size=v["batch_size"],
-            transaction_size=v["transaction_size"],
-            poll_timeout_s=v["poll_timeout_ms"] / 1000,
-            commit_interval_s=v["commit_interval_ms"] / 1000,
-            max_in_flight=v["max_in_flight"],
-            max_records_per_second=v["max_records_per_second"] or None,
-            shutdown_timeout_s=v["shutdown_timeout_s"],
+            input_topic=self.input_topic,
+            output_topic=self.output_topic,
+            dlq_topic=self.dlq_topic,
+            consumer_group=self.consumer_group,
+            batch_size=self.batch_size,
+            transaction_size=self.transaction_size,
+            poll_timeout_s=self.poll_timeout_ms / 1000,
+            commit_interval_s=self.commit_interval_ms / 1000,
+            max_in_flight=self.max_in_flight,
+            max_records_per_second=self.max_records_per_second or None,
+            shutdown_timeout_s=self.shutdown_timeout_s,
             retry=RetryPolicy(
-                limit=v["retry_limit"],
-                base_backoff_s=v["retry_backoff_ms"] / 1000,
-                max_backoff_s=max(v["retry_max_backoff_ms"], v["retry_backoff_ms"]) / 1000,
+                limit=self.retry_limit,
+                base_backoff_s=self.retry_backoff_ms / 1000,
+                max_backoff_s=max(self.retry_max_backoff_ms, self.retry_backoff_ms) / 1000,
             ),
         )
 
     def rule_settings(self) -> RuleSettings:
-        v = self.values
-        return RuleSettings(
-            required_fields=v["required_fields"],
-            check_field_types=v["check_field_types"],
-            check_app_version=v["check_app_version"],
-            minimum_app_version=v["min_app_version"],
-            check_ip=v["check_ip"],
-            require_public_ip=v["require_public_ip"],
-            check_timestamp=v["check_timestamp"],
-        )
+        """Each RuleSettings field that is a setting's key takes that setting; and MIN_APP_VERSION its minimum."""
+        same_names = {rule.name: getattr(self, rule.name) for rule in fields(RuleSettings) if rule.name in _BY_KEY}
+        return RuleSettings(minimum_app_version=self.min_app_version, **same_names)
+
+
+_TABLE_FIELDS = {f.name for f in fields(Settings) if f.default is MISSING and f.default_factory is MISSING}
+if set(_BY_KEY) != _TABLE_FIELDS:  # a setting added to one and not the other: fail at import, not at first use
+    raise TypeError(f"Settings fields and SETTINGS disagree: {sorted(_TABLE_FIELDS ^ set(_BY_KEY))}")
 
 
 def client_property_name(variable: str) -> str | None:
@@ -416,15 +478,15 @@ def load_settings(
             " (each serves on METRICS_PORT + its index, up to 65535)"
         )
 
-    properties = {}
+    properties: dict[str, str | Secret] = {}
     for variable, text in merged.items():
         property_name = client_property_name(variable)
         if property_name is not None:
-            properties[property_name] = text
+            properties[property_name] = Secret(text) if is_secret_property(property_name) else text
             origins[f"client:{property_name}"] = cli_properties.get(variable) or (
                 f"{variable} from environment" if variable in environ else f"{variable} from {file_label}"
             )
-    return Settings(values, properties, sources, origins=origins, warnings=tuple(warnings))
+    return Settings(**values, client_properties=properties, sources=sources, origins=origins, warnings=tuple(warnings))
 
 
 def settings_table_markdown() -> str:

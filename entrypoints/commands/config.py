@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from entrypoints.config import SECRET_MARKERS, SETTINGS, Settings, settings_table_markdown
+from entrypoints.config import SETTINGS, Settings, settings_table_markdown
 
 
 def _shown(value: object) -> str:
@@ -25,9 +25,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     width = max(len(setting.name) for setting in SETTINGS)
     for setting in SETTINGS:
         origin = settings.origins.get(setting.key) or settings.sources.get(setting.key, "default")
-        print(f"{setting.name:<{width}}  {_shown(settings.values[setting.key]):<28} ({origin})")
+        print(f"{setting.name:<{width}}  {_shown(getattr(settings, setting.key)):<28} ({origin})")
     for name, value in sorted(settings.client_properties.items()):
-        masked = "***" if any(marker in name for marker in SECRET_MARKERS) else value
+        masked = str(value)  # a Secret prints as ***
         origin = settings.origins.get(f"client:{name}", "")
         print(
             f"{'client: ' + name:<{width}}  {masked:<28} ({origin})"

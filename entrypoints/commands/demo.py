@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
-from adapters.generator import LoginGenerator
 from application.dead_letter import ERROR, REASON
 from application.messages import header_value
 from application.stats import PipelineStats
@@ -16,12 +16,12 @@ from entrypoints.progress import Progress
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    settings = settings.replace(broker_client="memory")
+    settings = dataclasses.replace(settings, broker_client="memory")
     container = build_container(settings)
     broker = container.memory_broker()
     for topic in (settings.input_topic, settings.output_topic, settings.dlq_topic):
         broker.create_topic(topic, settings.topic_partitions)
-    for record in LoginGenerator(seed=args.seed).records(args.count):
+    for record in container.login_generator(seed=args.seed).records(args.count):
         broker.append(settings.input_topic, record.key, record.value)
 
     pipeline = container.pipeline()

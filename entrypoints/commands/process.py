@@ -8,12 +8,11 @@ leaves the files that were there before exactly as they were.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import threading
 from pathlib import Path
 
-from adapters.files import JsonLinesSink, JsonLinesSource, OutputFile
-from application.pipeline import Pipeline
 from entrypoints.config import Settings
 from entrypoints.container import TRACING_FLUSH_TIMEOUT_S, build_container
 from entrypoints.errors import EnvironmentProblem, UsageError
@@ -32,26 +31,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as error:
         raise EnvironmentProblem(f"cannot read {args.input}: {error.strerror}") from None
 
-    settings = settings.replace(broker_client="memory", commit_interval_ms=0, poll_timeout_ms=0)
+    settings = dataclasses.replace(settings, broker_client="memory", commit_interval_ms=0, poll_timeout_ms=0)
     container = build_container(settings)
-    pipeline_settings = settings.pipeline_settings()
-    outputs = [OutputFile(args.out), OutputFile(args.dlq)]
+    outputs = [container.output_file(args.out), container.output_file(args.dlq)]
     failed = threading.Event()  # a write failed: stop reading, the run has failed
     try:
         try:
             output, dead_letters = (target.open() for target in outputs)
         except OSError as error:
             raise UsageError(f"cannot write {error.filename}: {error.strerror}") from None
-        source = JsonLinesSource(source_path, settings.input_topic)
-        sink = JsonLinesSink(
+        source = container.file_source(source_path)
+        sink = container.file_sink(
             output,
             dead_letters,
-            output_topic=pipeline_settings.output_topic,
-            dlq_topic=pipeline_settings.dlq_topic,
-            names={pipeline_settings.output_topic: args.out, pipeline_settings.dlq_topic: args.dlq},
+            names={settings.output_topic: args.out, settings.dlq_topic: args.dlq},
             on_failure=failed.set,
         )
-        pipeline: Pipeline = container.pipeline(source=source, sink=sink)
+        pipeline = container.pipeline(source=source, sink=sink)
         try:
             with Progress("processing", lambda: pipeline.stats.consumed):
                 stats = pipeline.run(failed, idle_timeout_s=0.0)

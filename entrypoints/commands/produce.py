@@ -8,7 +8,6 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 
-from adapters.generator import LoginGenerator
 from application.errors import BrokerUnavailable, NotAuthorized
 from application.producing import publish_all
 from entrypoints.config import Settings
@@ -25,7 +24,8 @@ DEFAULT_COUNT = 10_000
 def run(args: argparse.Namespace, settings: Settings) -> int:
     count = None if args.forever else (args.count or DEFAULT_COUNT)
     topic = args.topic or settings.input_topic
-    generator = LoginGenerator(invalid_ratio=args.invalid_ratio, seed=args.seed)
+    container = build_container(settings)
+    generator = container.login_generator(invalid_ratio=args.invalid_ratio, seed=args.seed)
     generated = 0
     defects: Counter[str] = Counter()
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 defects[record.expected_reason] += 1
             yield record.key, record.value
 
-    sink = build_container(settings).sink()
+    sink = container.sink()
     stop = GracefulStop(
         stopping="sending no more records; waiting for the ones sent to be acknowledged",
         abandoned="records not yet acknowledged may be lost",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from adapters.schema import render_json_schema
 from entrypoints.config import Settings
+from entrypoints.container import build_container
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    print(render_json_schema(processed=args.processed, rules=settings.rule_settings()))
+    print(build_container(settings).json_schema(processed=args.processed))
     return 0

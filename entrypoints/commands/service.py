@@ -15,9 +15,6 @@ from types import FrameType
 
 from dependency_injector import providers
 
-from adapters.http import OperationsServer
-from adapters.kafka_connection import check_tls_files
-from adapters.logging import configure_logging
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized
 from entrypoints.commands.topics import ensure_topics, message_limits, producer_limit, report
 from entrypoints.config import Settings
@@ -54,13 +51,10 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
     """One consumer-group member until stopped; exit status 0 after a clean stop."""
     container = build_container(settings)
     if settings.broker_client != "memory":
-        connection = container.kafka_connection()
-        for role in ("consumer", "producer", "admin"):
-            check_tls_files(connection.for_role(role))  # a bad key or CA file: exit 2 before anything starts
+        container.tls_check()  # a bad key or CA file: exit 2 before anything starts
     tracer = container.tracer()  # a bad OTEL_* value: exit 2 before anything starts, too
-    server = _operations_server(container, settings) if settings.metrics_port else None
-    if server is not None:
-        server.start()
+    if settings.metrics_port:
+        _start_operations_server(container, settings)
     try:
         admin = container.admin()
         try:
@@ -89,15 +83,15 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
         log.error("fatal broker error, exiting so a restart can take over (nothing uncommitted is lost): %s", error)
         return 1
     finally:
-        if server is not None:
-            server.stop()
+        if settings.metrics_port:
+            container.operations_server().stop()
         tracer.shutdown(TRACING_FLUSH_TIMEOUT_S)
     return 0
 
 
-def _operations_server(container: Container, settings: Settings) -> OperationsServer:
+def _start_operations_server(container: Container, settings: Settings) -> None:
     try:
-        server: OperationsServer = container.operations_server()
+        server = container.operations_server()  # binds the port
     except OSError as error:
         setting = (
             "METRICS_PORT" if settings.worker_index == 0 else f"METRICS_PORT + worker index {settings.worker_index}"
@@ -106,7 +100,7 @@ def _operations_server(container: Container, settings: Settings) -> OperationsSe
             f"cannot serve /metrics, /healthz and /readyz on port {settings.metrics_port} ({setting}): "
             f"{error.strerror}; free the port, or choose another with METRICS_PORT (0 disables)"
         ) from None
-    return server
+    server.start()
 
 
 def apply_message_limits(container: Container, settings: Settings, limits: dict[str, int]) -> None:
@@ -125,12 +119,7 @@ def apply_message_limits(container: Container, settings: Settings, limits: dict[
 def _worker(settings: Settings, options: RunOptions) -> None:
     """Entry point of one spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group; the parent decides
-    configure_logging(
-        settings.log_level,
-        settings.log_format,
-        secrets=settings.secret_values(),
-        context={"worker": settings.worker_index},
-    )
+    build_container(settings).logging_setup(context={"worker": settings.worker_index})
     stop = GracefulStop().install((signal.SIGTERM,))
     try:
         sys.exit(serve(settings, options, stop))
@@ -176,7 +165,7 @@ def supervise(settings: Settings, options: RunOptions) -> int:
     def start(index: int) -> BaseProcess:
         worker_settings = settings.for_worker(index)
         if settings.metrics_port:
-            worker_settings = worker_settings.replace(metrics_port=settings.metrics_port + index)
+            worker_settings = dataclasses.replace(worker_settings, metrics_port=settings.metrics_port + index)
         process = context.Process(target=_worker, args=(worker_settings, options), name=f"worker-{index}")
         process.start()
         return process

@@ -57,6 +57,21 @@ def mutual_tls(user: str = "pipeline") -> dict[str, str]:
     }
 
 
+def run_cli(command: list[str], settings: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``pipeline COMMAND`` in a child with these settings and none of this process's KAFKA_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env.update({"PYTHONPATH": str(ROOT), **settings})
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *command],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def admin_kit() -> ConfluentKit:
     return ConfluentKit(_ENV["SECURE_KAFKA_PLAINTEXT"])
@@ -177,44 +192,26 @@ def test_a_plaintext_client_at_a_tls_listener_is_told_to_check_the_security_prot
 
 
 def test_pipeline_config_never_shows_the_password() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-    env.update({"PYTHONPATH": str(ROOT), **scram(), **mutual_tls(), "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"})
-    shown = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", "config"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    settings = {**scram(), **mutual_tls(), "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    shown = run_cli(["config"], settings)
     assert shown.returncode == 0, shown.stderr
     assert PASSWORD not in shown.stdout + shown.stderr
-    assert env["KAFKA_SSL_KEY_PASSWORD"] not in shown.stdout + shown.stderr
+    assert settings["KAFKA_SSL_KEY_PASSWORD"] not in shown.stdout + shown.stderr
     assert "sasl.password" in shown.stdout  # listed, masked
 
 
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("command", [["run", "--ensure-topics"], ["topics", "ensure"]])
 def test_a_key_password_that_does_not_decrypt_the_key_is_a_setting_error(client: str, command: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-    env.update(
+    done = run_cli(
+        command,
         {
-            "PYTHONPATH": str(ROOT),
             "BROKER_CLIENT": client,
             "KAFKA_BOOTSTRAP_SERVERS": _ENV["SECURE_KAFKA_SSL"],
             "METRICS_PORT": "0",
             **mutual_tls(),
             "KAFKA_SSL_KEY_PASSWORD": "not-the-key-password",
-        }
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", *command],
-        check=False,
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        },
     )
     assert done.returncode == 2, done.stderr
     assert "KAFKA_SSL_KEY_PASSWORD" in done.stderr and "Traceback" not in done.stderr
@@ -224,24 +221,15 @@ def test_a_key_password_that_does_not_decrypt_the_key_is_a_setting_error(client:
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_produce_with_a_refused_login_gives_up_naming_the_cause(client: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-    env.update(
+    started = time.monotonic()
+    done = run_cli(
+        ["produce", "--count", "100"],
         {
-            "PYTHONPATH": str(ROOT),
             "BROKER_CLIENT": client,
             "KAFKA_BOOTSTRAP_SERVERS": _ENV["SECURE_KAFKA_SASL_SSL"],
             "BROKER_WAIT_TIMEOUT": "8",
             **scram(password="not-the-password"),
-        }
-    )
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", "produce", "--count", "100"],
-        check=False,
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+        },
         timeout=90,
     )
     assert done.returncode == 1, done.stderr

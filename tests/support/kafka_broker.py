@@ -15,27 +15,8 @@ Resolution order of :func:`find_broker` / :func:`resolve_bootstrap`:
    reused and left running).
 4. Otherwise: no broker; the reason says why.
 
-Typical ``conftest.py``::
-
-    from collections.abc import Iterator
-
-    import pytest
-
-    from tests.support.kafka_broker import BrokerHandle, find_broker, require_kafka
-
-    @pytest.fixture(scope="session")
-    def kafka_broker() -> Iterator[BrokerHandle]:
-        handle, reason = find_broker()
-        if handle is None:
-            if require_kafka():
-                pytest.fail(f"Kafka is required (REQUIRE_KAFKA) but unavailable: {reason}")
-            pytest.skip(f"no Kafka broker: {reason}")
-        with handle:  # close() on exit
-            yield handle
-
-    @pytest.fixture(scope="session")
-    def kafka_bootstrap(kafka_broker: BrokerHandle) -> str:
-        return kafka_broker.bootstrap_servers
+``tests/conftest.py`` turns it into the session fixtures ``kafka_broker`` and ``kafka_bootstrap``
+(failing rather than skipping when ``REQUIRE_KAFKA`` is set; see :func:`require_kafka`).
 
 A broker-restart fault test checks ``handle.restartable`` and calls
 ``handle.stop_broker()`` / ``handle.start_broker()`` (data and topics are kept).

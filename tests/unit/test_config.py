@@ -1,11 +1,19 @@
 """Settings: names old and new, precedence, client properties and clear errors."""
 
+import argparse
+import pickle
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
+from types import UnionType
+from typing import get_args, get_origin, get_type_hints
 
 import pytest
 
+from domain.policies import RuleSettings
 from domain.versions import AppVersion
-from entrypoints.config import ConfigError, client_property_name, load_settings
+from entrypoints.commands import config as config_command
+from entrypoints.config import SETTINGS, ConfigError, Secret, Settings, client_property_name, load_settings
+from entrypoints.container import build_container
 
 
 def test_defaults() -> None:
@@ -66,11 +74,12 @@ def test_client_properties_come_from_kafka_variables() -> None:
             "KAFKA_SERVICE_HOST": "10.0.0.7",
         }
     )
-    assert settings.client_properties == {
+    assert settings.client_config() == {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.password": "hunter2",
     }
+    assert settings.client_properties["sasl.password"] == Secret("hunter2")
     assert client_property_name("KAFKA_SSL_CA_LOCATION") == "ssl.ca.location"
     assert client_property_name("KAFKA_LOCAL_PORT") is None
 
@@ -200,3 +209,70 @@ def test_workers_metrics_ports_must_all_exist() -> None:
         load_settings(environ={"METRICS_PORT": "65535", "WORKERS": "2"})
     assert load_settings(environ={"METRICS_PORT": "65534", "WORKERS": "2"}).workers == 2
     assert load_settings(environ={"METRICS_PORT": "0", "WORKERS": "8"}).metrics_port == 0
+
+
+def test_a_secret_never_prints_its_value() -> None:
+    settings = load_settings(environ={"KAFKA_SASL_PASSWORD": "hunter2", "KAFKA_SSL_KEY_PASSWORD": "k3y-pass"})
+    password = settings.client_properties["sasl.password"]
+    assert isinstance(password, Secret) and password.reveal() == "hunter2"
+    for shown in (str(password), repr(password), f"{password}", repr(settings), str(settings)):
+        assert "hunter2" not in shown and "k3y-pass" not in shown, shown
+    assert sorted(settings.secret_values()) == ["hunter2", "k3y-pass"]  # what the log filter scrubs
+    assert settings.client_properties["ssl.key.password"] == Secret("k3y-pass")
+
+
+def test_the_client_gets_the_revealed_credentials_and_nothing_else_does() -> None:
+    settings = load_settings(environ={"KAFKA_SASL_PASSWORD": "hunter2", "KAFKA_SASL_USERNAME": "svc"})
+    connection = build_container(settings).kafka_connection()
+    assert connection.properties == {"sasl.password": "hunter2", "sasl.username": "svc"}
+    assert settings.client_properties["sasl.username"] == "svc"  # not a credential: kept as plain text
+
+
+def test_every_setting_is_a_typed_field_of_the_type_its_parser_returns() -> None:
+    hints = get_type_hints(Settings)
+    defaults = load_settings(environ={})
+    for setting in SETTINGS:
+        declared = hints[setting.key]
+        parsed = setting.parse(setting.default)
+        members = get_args(declared) if get_origin(declared) is UnionType else (declared,)  # AppVersion | None
+        accepted = tuple(get_origin(kind) or kind for kind in members)  # tuple[str, ...] -> tuple
+        assert isinstance(parsed, accepted), (setting.key, declared, parsed)
+        assert getattr(defaults, setting.key) == parsed
+    assert list(defaults.values) == [setting.key for setting in SETTINGS]
+
+
+def test_settings_are_read_only() -> None:
+    settings = load_settings(environ={})
+    with pytest.raises(FrozenInstanceError):
+        settings.batch_size = 1  # type: ignore[misc]
+    assert not hasattr(settings, "__dict__")  # no attribute can be added either
+
+
+def test_settings_reach_a_spawned_worker_whole() -> None:
+    settings = load_settings(environ={"KAFKA_SASL_PASSWORD": "hunter2", "RETRY_LIMIT": "3"}).for_worker(2)
+    copied = pickle.loads(pickle.dumps(settings))
+    assert copied == settings
+    assert (copied.worker_index, copied.retry_limit, copied.client_config()) == (2, 3, {"sasl.password": "hunter2"})
+
+
+def test_every_rule_switch_is_a_setting() -> None:
+    # A new RuleSettings field must get a setting of the same name, or be listed here with why.
+    not_settings = {
+        "minimum_app_version": "MIN_APP_VERSION (min_app_version) sets it",
+        "extra_policies": "code only: extra policies are not configurable",
+    }
+    keys = {setting.key for setting in SETTINGS}
+    assert {rule.name for rule in fields(RuleSettings) if rule.name not in keys} == set(not_settings)
+    rules = load_settings(environ={"CHECK_IP": "false", "CHECK_TIMESTAMP": "false"}).rule_settings()
+    assert (rules.check_ip, rules.check_timestamp, rules.check_field_types) == (False, False, True)
+
+
+def test_pipeline_config_shows_a_secret_masked_with_its_origin(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings({"KAFKA_SASL_PASSWORD": "hunter2"}, environ={"KAFKA_SASL_USERNAME": "svc"})
+    config_command.run(argparse.Namespace(markdown=False), settings)
+    shown = capsys.readouterr().out
+    assert "hunter2" not in shown
+    password = next(line for line in shown.splitlines() if line.startswith("client: sasl.password"))
+    assert password.split()[2] == "***" and password.endswith("(-c KAFKA_SASL_PASSWORD)")
+    username = next(line for line in shown.splitlines() if line.startswith("client: sasl.username"))
+    assert username.split()[2] == "svc" and username.endswith("(KAFKA_SASL_USERNAME from environment)")

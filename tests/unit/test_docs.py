@@ -1,5 +1,6 @@
 """The README must not drift from the code it documents."""
 
+import re
 from pathlib import Path
 
 from application import dead_letter
@@ -24,3 +25,18 @@ def test_every_reason_code_is_documented() -> None:
 def test_every_dlq_header_is_documented() -> None:
     for header in dead_letter.DLQ_HEADERS:
         assert f"`{header}`" in README, header
+
+
+def test_the_architecture_table_lists_every_module_once() -> None:
+    section = README.split("<!-- architecture:start -->\n")[1].split("<!-- architecture:end -->")[0]
+    listed = re.findall(r"^\| `([\w/]+\.py)` \|", section, flags=re.MULTILINE)
+    root = Path(__file__).resolve().parents[2]
+    modules = sorted(
+        path.relative_to(root).as_posix()
+        for package in ("domain", "application", "adapters", "entrypoints")
+        for path in (root / package).rglob("*.py")
+        if path.name != "__init__.py"
+    )
+    assert sorted(set(listed)) == sorted(listed), "a module is listed twice"
+    assert sorted(set(modules) - set(listed)) == [], "add these to README.md's architecture table"
+    assert sorted(set(listed) - set(modules)) == [], "these no longer exist: remove or rename them in the table"

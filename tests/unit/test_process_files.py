@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from dependency_injector import providers
 
 from adapters.files import OutputFile
 from entrypoints import cli
 from entrypoints.commands import process as process_command
+from entrypoints.config import Settings
+from entrypoints.container import Container
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "user-login-samples.jsonl"
 
@@ -50,7 +53,14 @@ def test_a_write_failing_mid_run_leaves_both_existing_files_as_they_were(
     out.write_text("yesterday's output\n")
     dlq.write_text("yesterday's dead letters\n")
     failing = str(out) if full == "out" else str(dlq)
-    monkeypatch.setattr(process_command, "OutputFile", fills_up_after(20_000, failing))
+    build_container = process_command.build_container
+
+    def with_a_disk_that_fills_up(settings: Settings) -> Container:
+        container = build_container(settings)
+        container.output_file.override(providers.Factory(fills_up_after(20_000, failing)))
+        return container
+
+    monkeypatch.setattr(process_command, "build_container", with_a_disk_that_fills_up)
 
     status = cli.main(["process", str(SAMPLES), "--out", str(out), "--dlq", str(dlq)])
 
