@@ -18,7 +18,15 @@ from adapters.kafka_connection import (
 )
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
 
-__all__ = ["ErrorReporter", "KafkaConnection", "client_config", "is_not_authorized", "is_unreachable", "translate"]
+__all__ = [
+    "OWNERSHIP_LOST",
+    "ErrorReporter",
+    "KafkaConnection",
+    "client_config",
+    "is_not_authorized",
+    "is_unreachable",
+    "translate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +150,16 @@ class ErrorReporter:
         return unavailable(error, self._servers)
 
 
+# The member no longer owns its partitions (the group moved on without it): the next owner re-reads
+# from the last commit, and retrying cannot help until this member polls and rejoins.
+OWNERSHIP_LOST = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
 _ROLE_OF = {"consumer": "consumer", "producer": "producer", "transactional producer": "producer", "admin": "admin"}
 _AUTHENTICATION = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 _NOT_AUTHORIZED = {

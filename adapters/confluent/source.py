@@ -13,6 +13,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from adapters.confluent.config import (
+    OWNERSHIP_LOST,
     ErrorReporter,
     KafkaConnection,
     client_config,
@@ -36,15 +37,9 @@ _PROBE_INTERVAL_S = 1.0
 _PROBE_TIMEOUT_S = 2.0
 # How long to wait for a committed offset before calling its partition unreadable for now.
 _COMMITTED_QUERY_TIMEOUT_S = 5.0
-# Errors meaning "this member no longer owns the partition": the next owner re-reads from the last commit.
-_OWNERSHIP_LOST = {
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError._ASSIGNMENT_LOST,
-    KafkaError.FENCED_INSTANCE_ID,
-    KafkaError._STATE,
-}
+# A commit refused for lost ownership: the next owner re-reads from the last commit. librdkafka adds its
+# own two for a consumer (its assignment lost, or revoked while the commit was in flight).
+_COMMIT_OWNERSHIP_LOST = OWNERSHIP_LOST | {KafkaError._ASSIGNMENT_LOST, KafkaError._STATE}
 _IGNORED_CONSUME_ERRORS = {KafkaError._PARTITION_EOF}
 # By librdkafka's TIMESTAMP_NOT_AVAILABLE (0), TIMESTAMP_CREATE_TIME (1), TIMESTAMP_LOG_APPEND_TIME (2).
 _TIMESTAMP_TYPES = (None, CREATE_TIME, LOG_APPEND_TIME)
@@ -240,7 +235,7 @@ class ConfluentSource(MessageSource):
             error = exception.args[0]
             if error.code() == KafkaError._NO_OFFSET:
                 return
-            if error.code() in _OWNERSHIP_LOST:
+            if error.code() in _COMMIT_OWNERSHIP_LOST:
                 raise CommitFailed(error.str()) from None
             # Coordinator moving or loading, timeouts, transport: the next commit will cover these offsets.
             raise self._translate(exception) from None

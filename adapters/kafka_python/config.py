@@ -34,6 +34,7 @@ from adapters.kafka_connection import (
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
 
 __all__ = [
+    "OWNERSHIP_LOST",
     "KafkaConnection",
     "api_version_ceiling",
     "client_config",
@@ -257,6 +258,17 @@ def unavailable(error: BaseException, servers: str, connection: KafkaConnection 
             return problem
     detail = str(error) if isinstance(error, KafkaError) else f"{type(error).__name__}: {error}"
     return BrokerUnavailable(f"cannot reach Kafka at {servers}: {detail}")
+
+
+# The member no longer owns its partitions (the group moved on without it): the next owner re-reads
+# from the last commit, and retrying cannot help until this member polls and rejoins.
+OWNERSHIP_LOST: tuple[type[KafkaError], ...] = (
+    kafka_errors.CommitFailedError,
+    kafka_errors.RebalanceInProgressError,
+    kafka_errors.UnknownMemberIdError,
+    kafka_errors.IllegalGenerationError,
+    kafka_errors.FencedInstanceIdError,
+)
 
 
 _NOT_AUTHORIZED: dict[type[KafkaError], str] = {

@@ -34,21 +34,17 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
-    CommitFailedError,
-    FencedInstanceIdError,
-    IllegalGenerationError,
     KafkaConfigurationError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
 )
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_python.admin import KafkaPythonAdmin
 from adapters.kafka_python.config import (
+    OWNERSHIP_LOST,
     KafkaConnection,
     client_config,
     connection_problem,
@@ -74,15 +70,6 @@ _GROUP_WAIT_S = 5.0
 _GROUP_POLL_S = 0.5
 # Describing the group (at idle checks only): the longest one request may take.
 _DESCRIBE_TIMEOUT_MS = 5_000
-# Errors meaning "this member no longer owns the partition": the next owner re-reads from the last commit.
-_OWNERSHIP_LOST = (
-    CommitFailedError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
-    IllegalGenerationError,
-    FencedInstanceIdError,
-)
-
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable_auto_commit": False,
     # Verifying each batch's CRC32C in pure Python costs about two thirds of the read throughput; with the
@@ -304,7 +291,7 @@ class KafkaPythonSource(MessageSource):
                 self._consumer.commit_async(payload, callback=self._on_async_commit)
             else:
                 self._consumer.commit(payload, timeout_ms=_COMMIT_TIMEOUT_MS)
-        except _OWNERSHIP_LOST as error:
+        except OWNERSHIP_LOST as error:
             raise CommitFailed(str(error)) from None
         except (KafkaTimeoutError, KafkaConnectionError) as error:
             raise unavailable(error, self._servers, self._connection) from None
