@@ -32,6 +32,7 @@ from adapters.kafka_connection import (
     variable_name,
 )
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
+from application.parsing import boolean, choice
 
 __all__ = [
     "OWNERSHIP_LOST",
@@ -57,8 +58,6 @@ ROLES: dict[str, Mapping[str, Any]] = {
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 _OAUTH = "SASL OAUTHBEARER needs a token-provider object in kafka-python; use BROKER_CLIENT=confluent"
 
 # Settings that take a Python object (a class, a callable, an SSLContext ...): no string can express them.
@@ -71,11 +70,13 @@ _OBJECT_SETTINGS = {
 
 
 def _choice(choices: Collection[str]) -> Callable[[str, str], str]:
+    parse = choice(*choices, normalise=str.upper)
+
     def convert(variable: str, value: str) -> str:
-        upper = value.strip().upper()
-        if upper not in choices:
-            raise InvalidConfiguration(f"{variable}: expected one of {', '.join(choices)}, got {value!r}")
-        return upper
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise InvalidConfiguration(f"{variable}: {error}") from None
 
     return convert
 
@@ -147,9 +148,7 @@ def _convert(variable: str, default: Any, value: str) -> Any:
     text = value.strip()
     try:
         if isinstance(default, bool):
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-            raise ValueError
+            return boolean(text)
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):

@@ -14,6 +14,7 @@ PACKAGES = ("domain", "application", "adapters", "entrypoints")
 PURE = ("domain", "application")
 LAYERS_CONTRACT = "Layers: entrypoints wire adapters, adapters implement application ports, application drives domain"
 STDLIB_CONTRACT = "Domain and application import only the standard library (and each other)"
+INDEPENDENCE_CONTRACT = "Broker adapters are independent: confluent, kafka-python and in-memory never import each other"
 
 
 def _lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
@@ -28,7 +29,7 @@ def _lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
 def test_import_linter_contracts_are_kept() -> None:
     result = _lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
 
 
 def test_domain_and_application_import_only_the_standard_library() -> None:
@@ -50,6 +51,8 @@ def test_domain_and_application_import_only_the_standard_library() -> None:
         ("domain/model.py", "import application.ports  # noqa", LAYERS_CONTRACT),
         ("application/pipeline.py", "import adapters.memory  # noqa", LAYERS_CONTRACT),
         ("adapters/files.py", "import entrypoints.config  # noqa", LAYERS_CONTRACT),
+        ("adapters/memory/sink.py", "import adapters.kafka_python.config  # noqa", INDEPENDENCE_CONTRACT),
+        ("adapters/confluent/admin.py", "import adapters.memory.broker  # noqa", INDEPENDENCE_CONTRACT),
     ],
 )
 def test_the_contracts_catch_a_planted_violation(tmp_path: Path, module: str, line: str, broken: str) -> None:
