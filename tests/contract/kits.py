@@ -7,10 +7,10 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource
+from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
 from adapters.memory.groups import InMemoryGroupOffsets
 from application.messages import ConsumedRecord, TopicPartition
-from application.ports import GroupOffsets, MessageSink, MessageSource, TopicAdmin, TopicSpec
+from application.ports import GroupOffsets, MessageSink, MessageSource, TopicAdmin, TopicSpec, TransactionalSink
 
 
 class Recorder:
@@ -57,6 +57,9 @@ class AdapterKit(ABC):
 
     @abstractmethod
     def group_offsets(self) -> GroupOffsets: ...
+
+    @abstractmethod
+    def transactional_sink(self, transactional_id: str) -> TransactionalSink: ...
 
     def topic(self, partitions: int) -> str:
         name = f"contract-{uuid.uuid4().hex[:10]}"
@@ -112,6 +115,9 @@ class MemoryKit(AdapterKit):
     def group_offsets(self) -> GroupOffsets:
         return InMemoryGroupOffsets(self.broker)
 
+    def transactional_sink(self, transactional_id: str) -> TransactionalSink:
+        return InMemoryTransactionalSink(self.broker)
+
 
 class ConfluentKit(AdapterKit):
     name = "confluent"
@@ -141,6 +147,11 @@ class ConfluentKit(AdapterKit):
 
         return ConfluentGroupOffsets(self.connection)
 
+    def transactional_sink(self, transactional_id: str) -> TransactionalSink:
+        from adapters.confluent.transactional import ConfluentTransactionalSink
+
+        return ConfluentTransactionalSink(self.connection, transactional_id)
+
 
 class KafkaPythonKit(AdapterKit):
     name = "kafka-python"
@@ -169,3 +180,8 @@ class KafkaPythonKit(AdapterKit):
         from adapters.kafka_python.groups import KafkaPythonGroupOffsets
 
         return KafkaPythonGroupOffsets(self.connection)
+
+    def transactional_sink(self, transactional_id: str) -> TransactionalSink:
+        from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
+
+        return KafkaPythonTransactionalSink(self.connection, transactional_id)
