@@ -9,13 +9,13 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from adapters.confluent.config import (
     ErrorReporter,
-    KafkaConnection,
     client_config,
     is_not_authorized,
     is_unreachable,
     translate,
     unavailable,
 )
+from adapters.kafka_connection import KafkaConnection
 from application.errors import InvalidConfiguration
 from application.ports import MAX_MESSAGE_BYTES, TopicAdmin, TopicSpec, refused_topic, topic_configs
 

@@ -21,7 +21,6 @@ from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfi
 __all__ = [
     "OWNERSHIP_LOST",
     "ErrorReporter",
-    "KafkaConnection",
     "client_config",
     "is_not_authorized",
     "is_unreachable",

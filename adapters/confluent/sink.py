@@ -9,7 +9,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_not_authorized, translate
+from adapters.confluent.config import ErrorReporter, client_config, is_not_authorized, translate
+from adapters.kafka_connection import KafkaConnection
 from adapters.refusals import Refusals
 from application.errors import FatalBrokerError, InvalidConfiguration, PipelineError, SinkFull
 from application.messages import DeliveryError, Headers

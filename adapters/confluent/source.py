@@ -15,12 +15,12 @@ from confluent_kafka.admin import AdminClient
 from adapters.confluent.config import (
     OWNERSHIP_LOST,
     ErrorReporter,
-    KafkaConnection,
     client_config,
     is_not_authorized,
     translate,
     unavailable,
 )
+from adapters.kafka_connection import KafkaConnection
 from application.errors import (
     BrokerUnavailable,
     CommitFailed,

@@ -13,13 +13,13 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from adapters.confluent.config import (
     OWNERSHIP_LOST,
     ErrorReporter,
-    KafkaConnection,
     client_config,
     is_not_authorized,
     is_unreachable,
     translate,
 )
 from adapters.confluent.sink import PRODUCER_DEFAULTS, message_limit, produce, with_message_limit
+from adapters.kafka_connection import KafkaConnection
 from adapters.refusals import Refusals
 from adapters.watchdog import Hung, bounded
 from application.errors import (

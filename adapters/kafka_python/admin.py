@@ -26,8 +26,8 @@ from kafka.errors import (
     for_code,
 )
 
+from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python.config import (
-    KafkaConnection,
     client_config,
     connection_recovered,
     quiet_repeated_client_logs,

@@ -36,7 +36,6 @@ from application.parsing import boolean, choice
 
 __all__ = [
     "OWNERSHIP_LOST",
-    "KafkaConnection",
     "api_version_ceiling",
     "client_config",
     "connection_problem",

@@ -42,10 +42,10 @@ from kafka.errors import (
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
+from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python.admin import KafkaPythonAdmin
 from adapters.kafka_python.config import (
     OWNERSHIP_LOST,
-    KafkaConnection,
     client_config,
     connection_problem,
     connection_recovered,

@@ -42,9 +42,9 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python.config import (
     OWNERSHIP_LOST,
-    KafkaConnection,
     client_config,
     connection_problem,
     translate_error,

@@ -1,5 +1,6 @@
 """The layer rules of DEVELOPERS.md, executable: a violation fails the test suite."""
 
+import ast
 import os
 import shutil
 import subprocess
@@ -65,3 +66,19 @@ def test_the_contracts_catch_a_planted_violation(tmp_path: Path, module: str, li
     assert result.returncode != 0
     verdicts = " ".join(result.stdout.split())  # import-linter wraps long contract names
     assert f"{broken} BROKEN" in verdicts
+
+
+def test_kafka_connection_is_imported_from_one_module_only() -> None:
+    """One import path per name: the connection settings live in adapters/kafka_connection.py."""
+    offenders = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        if ".venv" in path.parts or ".cache" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and any(alias.name == "KafkaConnection" for alias in node.names)
+                and node.module != "adapters.kafka_connection"
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} from {node.module}")
+    assert offenders == []
