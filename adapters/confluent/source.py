@@ -342,13 +342,6 @@ class ConfluentSource(MessageSource):
         except KafkaException as error:
             raise self._translate(error) from None
 
-    def committed(self, partitions: Sequence[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-        try:
-            found = self._consumer.committed([KafkaTopicPartition(p.topic, p.partition) for p in partitions], timeout_s)
-        except KafkaException as error:
-            raise self._translate(error) from None
-        return {TopicPartition(p.topic, p.partition): p.offset for p in found}
-
     def _translate(self, error: KafkaException | KafkaError) -> PipelineError | Exception:
         resources = {"group": self._group_id, "topic": ",".join(self._topics)}
         return translate(error, self.errors, operation="Read", resources=resources, connection=self._connection)

@@ -400,15 +400,3 @@ class KafkaPythonSource(MessageSource):
             partition = KafkaTopicPartition(tp.topic, tp.partition)
             if partition in mine:
                 self._consumer.seek(partition, offset)
-
-    def committed(self, partitions: Sequence[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-        found = {}
-        for tp in partitions:
-            try:
-                partition = KafkaTopicPartition(tp.topic, tp.partition)
-                offset = self._consumer.committed(partition, timeout_ms=timeout_s * 1000)
-            except KafkaError as error:
-                raise self._translate(error) from None
-            if offset is not None:
-                found[tp] = offset
-        return found
