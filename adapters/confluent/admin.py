@@ -8,10 +8,9 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from adapters.confluent.config import (
-    ErrorReporter,
-    client_config,
     is_not_authorized,
     is_unreachable,
+    reporting_config,
     translate,
     unavailable,
 )
@@ -26,9 +25,9 @@ class ConfluentAdmin(TopicAdmin):
     def __init__(self, connection: KafkaConnection) -> None:
         self._servers = connection.bootstrap_servers
         self._connection = connection
-        self.errors = ErrorReporter("admin", connection)
+        self.errors, config = reporting_config(connection, "admin", {})
         try:
-            self._admin = AdminClient(client_config(connection, "admin", {"error_cb": self.errors}))
+            self._admin = AdminClient(config)
         except KafkaException as error:
             raise InvalidConfiguration(f"invalid admin configuration: {error.args[0].str()}") from None
 

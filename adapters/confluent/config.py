@@ -24,6 +24,7 @@ __all__ = [
     "client_config",
     "is_not_authorized",
     "is_unreachable",
+    "reporting_config",
     "translate",
 ]
 
@@ -75,6 +76,14 @@ def client_config(connection: KafkaConnection, role: str, defaults: dict[str, An
     }
     config.update(connection.for_role(role))
     return config
+
+
+def reporting_config(
+    connection: KafkaConnection, who: str, defaults: dict[str, Any]
+) -> tuple[ErrorReporter, dict[str, Any]]:
+    """An ErrorReporter for ``who`` (a role, or "transactional producer") and the client configuration feeding it."""
+    errors = ErrorReporter(who, connection)
+    return errors, client_config(connection, _ROLE_OF[who], {"error_cb": errors, **defaults})
 
 
 def is_unreachable(error: KafkaError) -> bool:

@@ -14,13 +14,13 @@ from confluent_kafka.admin import AdminClient
 
 from adapters.confluent.config import (
     OWNERSHIP_LOST,
-    ErrorReporter,
     client_config,
     is_not_authorized,
+    reporting_config,
     translate,
     unavailable,
 )
-from adapters.kafka_connection import KafkaConnection
+from adapters.kafka_source import ConsumerOptions, KafkaSource
 from application.errors import (
     BrokerUnavailable,
     CommitFailed,
@@ -29,7 +29,7 @@ from application.errors import (
     UnsupportedOperation,
 )
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
-from application.ports import GroupView, MessageSource, RebalanceListener
+from application.ports import GroupView, RebalanceListener
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +68,23 @@ def _ours(partitions: Sequence[KafkaTopicPartition]) -> list[TopicPartition]:
     return [TopicPartition(p.topic, p.partition) for p in partitions]
 
 
-class ConfluentSource(MessageSource):
-    def __init__(
-        self,
-        connection: KafkaConnection,
-        group_id: str,
-        *,
-        auto_offset_reset: str = "earliest",
-        session_timeout_ms: int = 45_000,
-        isolation_level: str = "read_committed",
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._servers = connection.bootstrap_servers
-        self._connection = connection
-        self._group_id = group_id
-        self._session_timeout_s = session_timeout_ms / 1000
-        self._topics: list[str] = []
+class ConfluentSource(KafkaSource):
+    def _start(self, options: ConsumerOptions) -> None:
         self._admin: AdminClient | None = None  # created at the first idle check that describes the group
-        self.errors = ErrorReporter("consumer", connection)
-        config = client_config(
-            connection,
+        self.errors, config = reporting_config(
+            self._connection,
             "consumer",
             {
-                "group.id": group_id,
+                "group.id": options.group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": auto_offset_reset,
-                "session.timeout.ms": session_timeout_ms,
-                "isolation.level": isolation_level,
+                "auto.offset.reset": options.auto_offset_reset,
+                "session.timeout.ms": options.session_timeout_ms,
+                "isolation.level": options.isolation_level,
                 # Bound what librdkafka prefetches per partition, so memory stays flat whatever the backlog.
                 "queued.max.messages.kbytes": 16_384,
-                "error_cb": self.errors,
                 "on_commit": self._on_commit,
-                **(extra or {}),
+                **options.extra,
             },
         )
         try:

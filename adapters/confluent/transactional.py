@@ -12,10 +12,9 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.confluent.config import (
     OWNERSHIP_LOST,
-    ErrorReporter,
-    client_config,
     is_not_authorized,
     is_unreachable,
+    reporting_config,
     translate,
 )
 from adapters.confluent.sink import PRODUCER_DEFAULTS, message_limit, produce, with_message_limit
@@ -68,17 +67,15 @@ class ConfluentTransactionalSink(TransactionalSink):
         transaction_timeout_ms: int = 60_000,
         max_message_bytes: int | None = None,
     ) -> None:
-        self.errors = ErrorReporter("transactional producer", connection)
-        config = client_config(
+        self.errors, config = reporting_config(
             connection,
-            "producer",
+            "transactional producer",
             {
                 **with_message_limit(PRODUCER_DEFAULTS, max_message_bytes),
                 "transactional.id": transactional_id,
                 "transaction.timeout.ms": transaction_timeout_ms,
                 # librdkafka insists that a record cannot outlive the transaction that carries it.
                 "delivery.timeout.ms": min(PRODUCER_DEFAULTS["delivery.timeout.ms"], transaction_timeout_ms),
-                "error_cb": self.errors,
             },
         )
         self._config = config

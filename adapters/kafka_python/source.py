@@ -42,7 +42,6 @@ from kafka.errors import (
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
-from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python.admin import KafkaPythonAdmin
 from adapters.kafka_python.config import (
     OWNERSHIP_LOST,
@@ -53,9 +52,10 @@ from adapters.kafka_python.config import (
     translate_error,
     unavailable,
 )
+from adapters.kafka_source import ConsumerOptions, KafkaSource
 from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration, UnsupportedOperation
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
-from application.ports import GroupView, MessageSource, RebalanceListener
+from application.ports import GroupView, RebalanceListener
 
 log = logging.getLogger(__name__)
 
@@ -127,34 +127,21 @@ class _RebalanceBridge(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         return done
 
 
-class KafkaPythonSource(MessageSource):
-    def __init__(
-        self,
-        connection: KafkaConnection,
-        group_id: str,
-        *,
-        auto_offset_reset: str = "earliest",
-        session_timeout_ms: int = 45_000,
-        isolation_level: str = "read_committed",
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._servers = connection.bootstrap_servers
-        self._connection = connection
-        self._group_id = group_id
-        self._session_timeout_s = session_timeout_ms / 1000
-        self._topics: list[str] = []
+class KafkaPythonSource(KafkaSource):
+    def _start(self, options: ConsumerOptions) -> None:
         self._admin: KafkaPythonAdmin | None = None  # created at the first idle check that describes the group
+        session_timeout_ms = options.session_timeout_ms
         config = client_config(
-            connection,
+            self._connection,
             "consumer",
             {
                 **CONSUMER_DEFAULTS,
-                "group_id": group_id,
-                "auto_offset_reset": auto_offset_reset,
+                "group_id": options.group_id,
+                "auto_offset_reset": options.auto_offset_reset,
                 "session_timeout_ms": session_timeout_ms,
                 "heartbeat_interval_ms": min(3_000, max(1, session_timeout_ms // 3)),
-                "isolation_level": isolation_level,
-                **(extra or {}),
+                "isolation_level": options.isolation_level,
+                **options.extra,
             },
             reserved=("enable_auto_commit",),
         )
