@@ -115,24 +115,23 @@ def _acks(variable: str, value: str) -> int | str:
     raise InvalidConfiguration(f"{variable}: expected all, -1, 0 or 1, got {value!r}")
 
 
-# Property (librdkafka / Java name) -> (kafka-python argument, conversion).
+# Property (librdkafka / Java name) -> kafka-python argument, for those whose text is taken as it is.
+# (sasl.username and sasl.password: kafka-python uses these for PLAIN and SCRAM alike.)
+_RENAMED_TEXT = {
+    "sasl.username": "sasl_plain_username", "sasl.password": "sasl_plain_password",
+    "sasl.kerberos.service.name": "sasl_kerberos_service_name", "client.id": "client_id",
+    "ssl.ca.location": "ssl_cafile", "ssl.certificate.location": "ssl_certfile", "ssl.key.location": "ssl_keyfile",
+    "ssl.key.password": "ssl_password", "ssl.crl.location": "ssl_crlfile", "ssl.cipher.suites": "ssl_ciphers",
+}  # fmt: skip
+# Property -> (kafka-python argument, conversion).
 _RENAMED: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "security.protocol": ("security_protocol", _choice(_SECURITY_PROTOCOLS)),
     "sasl.mechanism": ("sasl_mechanism", _mechanism),
     "sasl.mechanisms": ("sasl_mechanism", _mechanism),
-    "sasl.username": ("sasl_plain_username", _text),  # kafka-python uses these for PLAIN and SCRAM alike
-    "sasl.password": ("sasl_plain_password", _text),
-    "sasl.kerberos.service.name": ("sasl_kerberos_service_name", _text),
-    "ssl.ca.location": ("ssl_cafile", _text),
-    "ssl.certificate.location": ("ssl_certfile", _text),
-    "ssl.key.location": ("ssl_keyfile", _text),
-    "ssl.key.password": ("ssl_password", _text),
-    "ssl.crl.location": ("ssl_crlfile", _text),
-    "ssl.cipher.suites": ("ssl_ciphers", _text),
     "ssl.endpoint.identification.algorithm": ("ssl_check_hostname", _hostname_check),
-    "client.id": ("client_id", _text),
     "api.version": ("api_version", _api_version),
     "acks": ("acks", _acks),
+    **{prop: (argument, _text) for prop, argument in _RENAMED_TEXT.items()},
 }
 
 

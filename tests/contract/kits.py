@@ -61,11 +61,12 @@ class AdapterKit(ABC):
     @abstractmethod
     def transactional_sink(self, transactional_id: str) -> TransactionalSink: ...
 
-    def topic(self, partitions: int) -> str:
-        name = f"contract-{uuid.uuid4().hex[:10]}"
+    def topic(self, partitions: int, max_message_bytes: int | None = None, *, prefix: str = "contract") -> str:
+        """A new topic (created through the admin adapter), with that ``max.message.bytes`` if given."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         admin = self.admin()
         try:
-            [report] = admin.ensure_topics([TopicSpec(name, partitions, 1)])
+            [report] = admin.ensure_topics([TopicSpec(name, partitions, 1, max_message_bytes)])
             assert report.status == "created", report
         finally:
             admin.close()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from application.errors import CommitFailed
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition
-from application.ports import MessageSource
+from application.ports import MessageSource, TransactionalSink
 from tests.contract.kits import AdapterKit, Recorder
 from tests.contract.test_adapter_contract import DEADLINE_S, POLL_S, publish
 
@@ -46,9 +48,11 @@ def _committed(kit: AdapterKit, group: str, topic: str) -> dict[TopicPartition, 
         offsets.close()
 
 
-def test_a_committed_transaction_makes_its_records_and_offsets_visible_together(kit: AdapterKit) -> None:
-    topic, group, source, records = _input(kit, [b"a", b"b", b"c"])
-    output = kit.topic(partitions=1)
+@contextmanager
+def _transaction(
+    kit: AdapterKit, output: str, records: list[ConsumedRecord]
+) -> Iterator[tuple[TransactionalSink, list[DeliveryError | None]]]:
+    """A prepared sink with a transaction open holding ``records`` for ``output``, and their delivery reports."""
     sink = kit.transactional_sink(f"contract-{uuid.uuid4().hex[:8]}")
     reports: list[DeliveryError | None] = []
     try:
@@ -56,39 +60,40 @@ def test_a_committed_transaction_makes_its_records_and_offsets_visible_together(
         sink.begin()
         for record in records:
             sink.publish(output, record.key, record.value, [("seen", b"1")], reports.append)
-        sink.commit({TopicPartition(topic, 0): records[-1].offset + 1}, source.group_metadata())
+        yield sink, reports
     finally:
         sink.close()
+
+
+def test_a_committed_transaction_makes_its_records_and_offsets_visible_together(kit: AdapterKit) -> None:
+    topic, group, source, records = _input(kit, [b"a", b"b", b"c"])
+    output = kit.topic(partitions=1)
+    try:
+        with _transaction(kit, output, records) as (sink, reports):
+            sink.commit({TopicPartition(topic, 0): records[-1].offset + 1}, source.group_metadata())
+    finally:
         source.close()
     assert reports == [None, None, None]  # each record reported delivered, once
     out = kit.read_all(output, 3)
-    assert [(r.value, list(r.headers)) for r in out] == [
-        (b"a", [("seen", b"1")]),
-        (b"b", [("seen", b"1")]),
-        (b"c", [("seen", b"1")]),
-    ]
+    assert [(r.value, list(r.headers)) for r in out] == [(v, [("seen", b"1")]) for v in (b"a", b"b", b"c")]
     assert _committed(kit, group, topic) == {TopicPartition(topic, 0): 3}
 
 
 def test_an_aborted_transaction_publishes_nothing_and_commits_no_offsets(kit: AdapterKit) -> None:
     topic, group, source, records = _input(kit, [b"first", b"second"])
     output = kit.topic(partitions=1)
-    sink = kit.transactional_sink(f"contract-{uuid.uuid4().hex[:8]}")
     committed: list[DeliveryError | None] = []
     try:
-        sink.prepare()
-        sink.begin()
-        sink.publish(output, None, b"aborted", [], lambda error: None)
-        sink.abort()
-        assert _committed(kit, group, topic) == {}
-        sink.begin()  # the sink is usable again after an abort
-        sink.publish(output, None, records[0].value, [], committed.append)
-        sink.commit({TopicPartition(topic, 0): records[0].offset + 1}, source.group_metadata())
+        with _transaction(kit, output, records[1:]) as (sink, _):
+            sink.abort()
+            assert _committed(kit, group, topic) == {}
+            sink.begin()  # the sink is usable again after an abort
+            sink.publish(output, None, records[0].value, [], committed.append)
+            sink.commit({TopicPartition(topic, 0): records[0].offset + 1}, source.group_metadata())
     finally:
-        sink.close()
         source.close()
     assert committed == [None]
-    assert [r.value for r in kit.read_all(output, 1)] == [b"first"]  # a read_committed reader never sees it
+    assert [r.value for r in kit.read_all(output, 1)] == [b"first"]  # a read_committed reader never sees b"second"
     assert _committed(kit, group, topic) == {TopicPartition(topic, 0): 1}
 
 
@@ -97,18 +102,10 @@ def test_a_commit_after_the_group_moved_on_raises_commit_failed_and_the_batch_is
     output = kit.topic(partitions=1)
     stale = source.group_metadata()
     source.close()  # the member leaves: its group metadata no longer owns the partition
-    sink = kit.transactional_sink(f"contract-{uuid.uuid4().hex[:8]}")
-    reports: list[DeliveryError | None] = []
-    try:
-        sink.prepare()
-        sink.begin()
-        for record in records:
-            sink.publish(output, record.key, record.value, [], reports.append)
+    with _transaction(kit, output, records) as (sink, _):
         with pytest.raises(CommitFailed):
             sink.commit({TopicPartition(topic, 0): records[-1].offset + 1}, stale)
         sink.abort()
-    finally:
-        sink.close()
     # The records may have reached the log (the real clients report them delivered) but were aborted:
     # a read_committed reader never sees them.
     assert kit.read_all(output, 0) == []
