@@ -8,6 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from adapters.confluent.config import (
+    failures,
     is_not_authorized,
     is_unreachable,
     reporting_config,
@@ -64,17 +65,13 @@ class ConfluentAdmin(TopicAdmin):
         except KafkaException as error:
             raise self._translate(error, "Create") from None
         concurrently = set()
-        for name, future in futures.items():
-            try:
-                future.result()
-            except KafkaException as exception:
-                failure = exception.args[0]
-                if failure.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    concurrently.add(name)
-                elif is_not_authorized(failure) or failure.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
-                    raise self._translate(failure, "Create", name) from None
-                else:
-                    raise refused_topic(name, failure.str()) from None
+        for name, failure in failures(futures):
+            if failure.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                concurrently.add(name)
+            elif is_not_authorized(failure) or failure.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
+                raise self._translate(failure, "Create", name) from None
+            else:
+                raise refused_topic(name, failure.str()) from None
         return concurrently
 
     def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:

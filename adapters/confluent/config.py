@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -22,6 +24,7 @@ __all__ = [
     "OWNERSHIP_LOST",
     "ErrorReporter",
     "client_config",
+    "failures",
     "is_not_authorized",
     "is_unreachable",
     "reporting_config",
@@ -84,6 +87,15 @@ def reporting_config(
     """An ErrorReporter for ``who`` (a role, or "transactional producer") and the client configuration feeding it."""
     errors = ErrorReporter(who, connection)
     return errors, client_config(connection, _ROLE_OF[who], {"error_cb": errors, **defaults})
+
+
+def failures(futures: Mapping[str, Future[Any]]) -> Iterator[tuple[str, KafkaError]]:
+    """Each request of an AdminClient call that failed, by its key, with librdkafka's error; the rest succeeded."""
+    for key, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exception:
+            yield key, exception.args[0]
 
 
 def is_unreachable(error: KafkaError) -> bool:
