@@ -42,28 +42,19 @@ class PrometheusMetrics(Metrics):
         self._retries = Counter(f"{PREFIX}_publish_retries", "Publish attempts retried after a failure", registry=r)
         self._commits = Counter(f"{PREFIX}_offset_commits", "Partition offsets committed", registry=r)
         self._batch = Histogram(f"{PREFIX}_batch_duration_seconds", "Time to process one polled batch", registry=r)
+        per_record = "Mean processing time per record within each batch"
         self._per_record = Histogram(
-            f"{PREFIX}_record_processing_seconds",
-            "Mean processing time per record within each batch",
-            buckets=_PER_RECORD_BUCKETS,
-            registry=r,
+            f"{PREFIX}_record_processing_seconds", per_record, buckets=_PER_RECORD_BUCKETS, registry=r
         )
-        self._latency = Histogram(
-            f"{PREFIX}_end_to_end_latency_seconds",
-            "Input record timestamp to output acknowledgement (one sampled record per batch)",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        latency = "Input record timestamp to output acknowledgement (one sampled record per batch)"
+        self._latency = Histogram(f"{PREFIX}_end_to_end_latency_seconds", latency, buckets=_LATENCY_BUCKETS, registry=r)
         self._lag = Gauge(
             f"{PREFIX}_consumer_lag", "Records behind the partition's end", ["topic", "partition"], registry=r
         )
         self._in_flight = Gauge(f"{PREFIX}_records_in_flight", "Consumed records not yet acknowledged", registry=r)
         self._paused = Gauge(f"{PREFIX}_paused_partitions", "Partitions paused by backpressure", registry=r)
-        self._stalled = Gauge(
-            f"{PREFIX}_stalled_partitions",
-            "Partitions stopped at a record whose dead letter the DLQ refuses for good",
-            registry=r,
-        )
+        stalled = "Partitions stopped at a record whose dead letter the DLQ refuses for good"
+        self._stalled = Gauge(f"{PREFIX}_stalled_partitions", stalled, registry=r)
 
     def consumed(self, count: int) -> None:
         self._consumed.inc(count)

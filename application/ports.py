@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from application.errors import PipelineError, UnsupportedOperation
+from application.errors import InvalidConfiguration, PipelineError, UnsupportedOperation
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 
 DeliveryCallback = Callable[[DeliveryError | None], None]
@@ -168,6 +168,20 @@ def created_detail(spec: TopicSpec) -> str:
     return detail if spec.max_message_bytes is None else f"{detail}, max.message.bytes {spec.max_message_bytes}"
 
 
+MAX_MESSAGE_BYTES = "max.message.bytes"
+
+
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    """The topic configuration a created topic gets (only what the spec sets)."""
+    return {} if spec.max_message_bytes is None else {MAX_MESSAGE_BYTES: str(spec.max_message_bytes)}
+
+
+def refused_topic(name: str, detail: str) -> InvalidConfiguration:
+    """The cluster refuses to create ``name`` as configured (and asking again will not help)."""
+    check = "check TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR"
+    return InvalidConfiguration(f"cannot create topic {name} ({check}): {detail}")
+
+
 @dataclass(frozen=True, slots=True)
 class TopicReport:
     name: str
@@ -182,8 +196,39 @@ class TopicAdmin(ABC):
     InvalidConfiguration (a bad setting, or a topic the cluster refuses to create as configured).
     """
 
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
+        """Create the missing topics; report each as "created", "exists" or "mismatch" (partition count)."""
+        existing = self._partition_counts([spec.name for spec in specs])
+        missing = [spec for spec in specs if spec.name not in existing]
+        concurrently = self._create_topics(missing) if missing else set()
+        reports = []
+        for spec in specs:
+            actual = existing.get(spec.name)
+            if actual is None:
+                created = spec.name not in concurrently
+                reports.append(
+                    TopicReport(spec.name, "created", created_detail(spec))
+                    if created
+                    else TopicReport(spec.name, "exists", "created concurrently")
+                )
+            elif actual != spec.partitions:
+                reports.append(
+                    TopicReport(spec.name, "mismatch", f"has {actual} partitions, configured {spec.partitions}")
+                )
+            else:
+                reports.append(TopicReport(spec.name, "exists", f"{actual} partitions"))
+        return reports
+
     @abstractmethod
-    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]: ...
+    def _partition_counts(self, names: Sequence[str]) -> dict[str, int]:
+        """The partition count of each of ``names`` that exists (missing ones left out); the port's errors."""
+
+    @abstractmethod
+    def _create_topics(self, specs: Sequence[TopicSpec]) -> set[str]:
+        """Create ``specs`` (with ``topic_configs``); return the names someone else created meanwhile.
+
+        A topic the cluster refuses to create as configured raises ``refused_topic``'s error.
+        """
 
     @abstractmethod
     def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:

@@ -21,6 +21,8 @@ from typing import Any
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from application.parsing import boolean as _boolean
+from application.parsing import choice as _choice
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
 from domain.policies import REQUIRED_FIELDS, RuleSettings
@@ -61,34 +63,11 @@ def _number(minimum: float = 0.0) -> Callable[[str], float]:
     return parse
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
 def _port(text: str) -> int:
     value = _integer(0)(text)
     if value > 65535:
         raise ValueError(f"must be a TCP port between 0 and 65535, got {value}")
     return value
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}; got {text!r}")
-        return value
-
-    return parse
 
 
 def _text(text: str) -> str:

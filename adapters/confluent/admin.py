@@ -8,28 +8,27 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from adapters.confluent.config import (
-    ErrorReporter,
-    KafkaConnection,
-    client_config,
+    failures,
     is_not_authorized,
     is_unreachable,
+    reporting_config,
     translate,
     unavailable,
 )
+from adapters.kafka_connection import KafkaConnection
 from application.errors import InvalidConfiguration
-from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
+from application.ports import MAX_MESSAGE_BYTES, TopicAdmin, TopicSpec, refused_topic, topic_configs
 
 _TIMEOUT_S = 15.0
-MAX_MESSAGE_BYTES = "max.message.bytes"
 
 
 class ConfluentAdmin(TopicAdmin):
     def __init__(self, connection: KafkaConnection) -> None:
         self._servers = connection.bootstrap_servers
         self._connection = connection
-        self.errors = ErrorReporter("admin", connection)
+        self.errors, config = reporting_config(connection, "admin", {})
         try:
-            self._admin = AdminClient(client_config(connection, "admin", {"error_cb": self.errors}))
+            self._admin = AdminClient(config)
         except KafkaException as error:
             raise InvalidConfiguration(f"invalid admin configuration: {error.args[0].str()}") from None
 
@@ -39,55 +38,41 @@ class ConfluentAdmin(TopicAdmin):
             error, self.errors, operation=operation, resources={"topic": topic}, connection=self._connection
         )
 
-    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
+    def _partition_counts(self, names: Sequence[str]) -> dict[str, int]:
         try:
             existing = self._admin.list_topics(timeout=_TIMEOUT_S).topics
         except KafkaException as error:
             raise self._translate(error, "Describe") from None
         self.errors.reachable()
-        reports: dict[str, TopicReport] = {}
-        missing = []
-        for spec in specs:
-            metadata = existing.get(spec.name)
+        counts = {}
+        for name in names:
+            metadata = existing.get(name)
             if metadata is not None and metadata.error is not None and is_not_authorized(metadata.error):
-                raise self._translate(metadata.error, "Describe", spec.name)
-            if metadata is None or metadata.error is not None:
-                config = {} if spec.max_message_bytes is None else {MAX_MESSAGE_BYTES: str(spec.max_message_bytes)}
-                missing.append(
-                    NewTopic(
-                        spec.name,
-                        num_partitions=spec.partitions,
-                        replication_factor=spec.replication_factor,
-                        config=config,
-                    )
-                )
-                continue
-            actual = len(metadata.partitions)
-            if actual != spec.partitions:
-                reports[spec.name] = TopicReport(
-                    spec.name, "mismatch", f"has {actual} partitions, configured {spec.partitions}"
-                )
-            else:
-                reports[spec.name] = TopicReport(spec.name, "exists", f"{actual} partitions")
+                raise self._translate(metadata.error, "Describe", name)
+            if metadata is not None and metadata.error is None:
+                counts[name] = len(metadata.partitions)
+        return counts
+
+    def _create_topics(self, specs: Sequence[TopicSpec]) -> set[str]:
+        topics = [
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=topic_configs(s)
+            )
+            for s in specs
+        ]
         try:
-            futures = self._admin.create_topics(missing, request_timeout=_TIMEOUT_S) if missing else {}
+            futures = self._admin.create_topics(topics, request_timeout=_TIMEOUT_S)
         except KafkaException as error:
             raise self._translate(error, "Create") from None
-        for name, future in futures.items():
-            try:
-                future.result()
-                spec = next(s for s in specs if s.name == name)
-                reports[name] = TopicReport(name, "created", created_detail(spec))
-            except KafkaException as exception:
-                failure = exception.args[0]
-                if failure.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # created meanwhile by someone else
-                    reports[name] = TopicReport(name, "exists", "created concurrently")
-                elif is_not_authorized(failure) or failure.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
-                    raise self._translate(failure, "Create", name) from None
-                else:
-                    check = "check TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR"
-                    raise InvalidConfiguration(f"cannot create topic {name} ({check}): {failure.str()}") from None
-        return [reports[spec.name] for spec in specs]
+        concurrently = set()
+        for name, failure in failures(futures):
+            if failure.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                concurrently.add(name)
+            elif is_not_authorized(failure) or failure.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
+                raise self._translate(failure, "Create", name) from None
+            else:
+                raise refused_topic(name, failure.str()) from None
+        return concurrently
 
     def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:
         resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -19,7 +21,16 @@ from adapters.kafka_connection import (
 )
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
 
-__all__ = ["ErrorReporter", "KafkaConnection", "client_config", "is_not_authorized", "is_unreachable", "translate"]
+__all__ = [
+    "OWNERSHIP_LOST",
+    "ErrorReporter",
+    "client_config",
+    "failures",
+    "is_not_authorized",
+    "is_unreachable",
+    "reporting_config",
+    "translate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +80,23 @@ def client_config(connection: KafkaConnection, role: str, defaults: dict[str, An
     }
     config.update(connection.for_role(role))
     return config
+
+
+def reporting_config(
+    connection: KafkaConnection, who: str, defaults: dict[str, Any]
+) -> tuple[ErrorReporter, dict[str, Any]]:
+    """An ErrorReporter for ``who`` (a role, or "transactional producer") and the client configuration feeding it."""
+    errors = ErrorReporter(who, connection)
+    return errors, client_config(connection, _ROLE_OF[who], {"error_cb": errors, **defaults})
+
+
+def failures(futures: Mapping[str, Future[Any]]) -> Iterator[tuple[str, KafkaError]]:
+    """Each request of an AdminClient call that failed, by its key, with librdkafka's error; the rest succeeded."""
+    for key, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exception:
+            yield key, exception.args[0]
 
 
 def is_unreachable(error: KafkaError) -> bool:
@@ -147,6 +175,16 @@ class ErrorReporter:
         return unavailable(error, self._servers)
 
 
+# The member no longer owns its partitions (the group moved on without it): the next owner re-reads
+# from the last commit, and retrying cannot help until this member polls and rejoins.
+OWNERSHIP_LOST = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
 _ROLE_OF = {"consumer": "consumer", "producer": "producer", "transactional producer": "producer", "admin": "admin"}
 _AUTHENTICATION = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 _NOT_AUTHORIZED = {

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 
 from adapters.confluent.admin import ConfluentAdmin
-from adapters.confluent.config import unavailable
+from adapters.confluent.config import failures, unavailable
 from application.errors import GroupInUse
 from application.messages import TopicPartition
 from application.ports import GroupOffsets
@@ -41,13 +41,9 @@ class ConfluentGroupOffsets(ConfluentAdmin, GroupOffsets):
         if not group_ids:
             return
         futures = self._admin.delete_consumer_groups(list(group_ids), request_timeout=_TIMEOUT_S)
-        for group, future in futures.items():
-            try:
-                future.result()
-            except KafkaException as exception:
-                failure = exception.args[0]
-                if failure.code() == KafkaError.GROUP_ID_NOT_FOUND:
-                    continue  # never committed anything: nothing to forget
-                if failure.code() == KafkaError.NON_EMPTY_GROUP:
-                    raise GroupInUse(f"consumer group {group} has active members") from None
-                raise unavailable(exception, self._servers) from None
+        for group, failure in failures(futures):
+            if failure.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                continue  # never committed anything: nothing to forget
+            if failure.code() == KafkaError.NON_EMPTY_GROUP:
+                raise GroupInUse(f"consumer group {group} has active members")
+            raise unavailable(KafkaException(failure), self._servers)

@@ -9,7 +9,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from adapters.confluent.config import ErrorReporter, KafkaConnection, client_config, is_not_authorized, translate
+from adapters.confluent.config import is_not_authorized, reporting_config, translate
+from adapters.kafka_connection import KafkaConnection
 from adapters.refusals import Refusals
 from application.errors import FatalBrokerError, InvalidConfiguration, PipelineError, SinkFull
 from application.messages import DeliveryError, Headers
@@ -98,9 +99,8 @@ class ConfluentSink(MessageSink):
         max_message_bytes: int | None = None,
     ) -> None:
         self._connection = connection
-        self.errors = ErrorReporter("producer", connection)
-        defaults = {**PRODUCER_DEFAULTS, "error_cb": self.errors, **(extra or {})}
-        config = client_config(connection, "producer", with_message_limit(defaults, max_message_bytes))
+        defaults = with_message_limit({**PRODUCER_DEFAULTS, **(extra or {})}, max_message_bytes)
+        self.errors, config = reporting_config(connection, "producer", defaults)
         try:
             self._producer = Producer(config)
         except KafkaException as error:

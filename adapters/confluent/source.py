@@ -13,13 +13,14 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from adapters.confluent.config import (
-    ErrorReporter,
-    KafkaConnection,
+    OWNERSHIP_LOST,
     client_config,
     is_not_authorized,
+    reporting_config,
     translate,
     unavailable,
 )
+from adapters.kafka_source import ConsumerOptions, KafkaSource
 from application.errors import (
     BrokerUnavailable,
     CommitFailed,
@@ -28,7 +29,7 @@ from application.errors import (
     UnsupportedOperation,
 )
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
-from application.ports import GroupView, MessageSource, RebalanceListener
+from application.ports import GroupView, RebalanceListener
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,9 @@ _PROBE_INTERVAL_S = 1.0
 _PROBE_TIMEOUT_S = 2.0
 # How long to wait for a committed offset before calling its partition unreadable for now.
 _COMMITTED_QUERY_TIMEOUT_S = 5.0
-# Errors meaning "this member no longer owns the partition": the next owner re-reads from the last commit.
-_OWNERSHIP_LOST = {
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError._ASSIGNMENT_LOST,
-    KafkaError.FENCED_INSTANCE_ID,
-    KafkaError._STATE,
-}
+# A commit refused for lost ownership: the next owner re-reads from the last commit. librdkafka adds its
+# own two for a consumer (its assignment lost, or revoked while the commit was in flight).
+_COMMIT_OWNERSHIP_LOST = OWNERSHIP_LOST | {KafkaError._ASSIGNMENT_LOST, KafkaError._STATE}
 _IGNORED_CONSUME_ERRORS = {KafkaError._PARTITION_EOF}
 # By librdkafka's TIMESTAMP_NOT_AVAILABLE (0), TIMESTAMP_CREATE_TIME (1), TIMESTAMP_LOG_APPEND_TIME (2).
 _TIMESTAMP_TYPES = (None, CREATE_TIME, LOG_APPEND_TIME)
@@ -73,39 +68,23 @@ def _ours(partitions: Sequence[KafkaTopicPartition]) -> list[TopicPartition]:
     return [TopicPartition(p.topic, p.partition) for p in partitions]
 
 
-class ConfluentSource(MessageSource):
-    def __init__(
-        self,
-        connection: KafkaConnection,
-        group_id: str,
-        *,
-        auto_offset_reset: str = "earliest",
-        session_timeout_ms: int = 45_000,
-        isolation_level: str = "read_committed",
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._servers = connection.bootstrap_servers
-        self._connection = connection
-        self._group_id = group_id
-        self._session_timeout_s = session_timeout_ms / 1000
-        self._topics: list[str] = []
+class ConfluentSource(KafkaSource):
+    def _start(self, options: ConsumerOptions) -> None:
         self._admin: AdminClient | None = None  # created at the first idle check that describes the group
-        self.errors = ErrorReporter("consumer", connection)
-        config = client_config(
-            connection,
+        self.errors, config = reporting_config(
+            self._connection,
             "consumer",
             {
-                "group.id": group_id,
+                "group.id": options.group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": auto_offset_reset,
-                "session.timeout.ms": session_timeout_ms,
-                "isolation.level": isolation_level,
+                "auto.offset.reset": options.auto_offset_reset,
+                "session.timeout.ms": options.session_timeout_ms,
+                "isolation.level": options.isolation_level,
                 # Bound what librdkafka prefetches per partition, so memory stays flat whatever the backlog.
                 "queued.max.messages.kbytes": 16_384,
-                "error_cb": self.errors,
                 "on_commit": self._on_commit,
-                **(extra or {}),
+                **options.extra,
             },
         )
         try:
@@ -240,7 +219,7 @@ class ConfluentSource(MessageSource):
             error = exception.args[0]
             if error.code() == KafkaError._NO_OFFSET:
                 return
-            if error.code() in _OWNERSHIP_LOST:
+            if error.code() in _COMMIT_OWNERSHIP_LOST:
                 raise CommitFailed(error.str()) from None
             # Coordinator moving or loading, timeouts, transport: the next commit will cover these offsets.
             raise self._translate(exception) from None
@@ -346,13 +325,6 @@ class ConfluentSource(MessageSource):
                 self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
         except KafkaException as error:
             raise self._translate(error) from None
-
-    def committed(self, partitions: Sequence[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-        try:
-            found = self._consumer.committed([KafkaTopicPartition(p.topic, p.partition) for p in partitions], timeout_s)
-        except KafkaException as error:
-            raise self._translate(error) from None
-        return {TopicPartition(p.topic, p.partition): p.offset for p in found}
 
     def _translate(self, error: KafkaException | KafkaError) -> PipelineError | Exception:
         resources = {"group": self._group_id, "topic": ",".join(self._topics)}

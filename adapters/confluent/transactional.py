@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,15 +11,16 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.confluent.config import (
-    ErrorReporter,
-    KafkaConnection,
-    client_config,
+    OWNERSHIP_LOST,
     is_not_authorized,
     is_unreachable,
+    reporting_config,
     translate,
 )
 from adapters.confluent.sink import PRODUCER_DEFAULTS, message_limit, produce, with_message_limit
+from adapters.kafka_connection import KafkaConnection
 from adapters.refusals import Refusals
+from adapters.watchdog import Hung, bounded
 from application.errors import (
     BrokerUnavailable,
     CommitFailed,
@@ -39,44 +39,17 @@ _ABORT_STEP_S = 1.0  # abort_transaction's timeout per try; deliveries are serve
 _WATCHDOG_GRACE_S = 5.0
 _COMMIT_ATTEMPTS = 3
 _FENCED = {KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED}
-# The consumer's group membership is stale: retrying cannot help until it polls and rejoins.
-_GROUP_MOVED_ON = {
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError.FENCED_INSTANCE_ID,
-}
-
-
-class _Wedged(Exception):
-    """A librdkafka call outlived its own timeout."""
 
 
 def _guarded(call: Callable[..., Any], *args: Any) -> Any:
-    """Run a blocking transactional call on a daemon thread, giving up after its timeout plus a grace period.
+    """``call(*args)``, given up on after its timeout plus a grace period (``Hung``).
 
     librdkafka's send_offsets_to_transaction can block forever when the group
     coordinator goes away mid-call, ignoring its timeout (confluentinc/librdkafka
-    #5456, #5511, open as of 2.16). A daemon thread lets us stop waiting; the
-    stuck producer is then abandoned and replaced.
+    #5456, #5511, open as of 2.16); the stuck producer is then abandoned and replaced.
     """
-    outcome: list[Any] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(call(*args))
-        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
-            failure.append(error)
-
-    worker = threading.Thread(target=target, name="kafka-transaction-call", daemon=True)
-    worker.start()
-    worker.join(_TIMEOUT_S + _WATCHDOG_GRACE_S)
-    if worker.is_alive():
-        raise _Wedged(getattr(call, "__name__", "transactional call"))
-    if failure:
-        raise failure[0]
-    return outcome[0] if outcome else None
+    what = getattr(call, "__name__", "transactional call")
+    return bounded(what, lambda: call(*args), _TIMEOUT_S + _WATCHDOG_GRACE_S, thread_name="kafka-transaction-call")
 
 
 class ConfluentTransactionalSink(TransactionalSink):
@@ -94,17 +67,15 @@ class ConfluentTransactionalSink(TransactionalSink):
         transaction_timeout_ms: int = 60_000,
         max_message_bytes: int | None = None,
     ) -> None:
-        self.errors = ErrorReporter("transactional producer", connection)
-        config = client_config(
+        self.errors, config = reporting_config(
             connection,
-            "producer",
+            "transactional producer",
             {
                 **with_message_limit(PRODUCER_DEFAULTS, max_message_bytes),
                 "transactional.id": transactional_id,
                 "transaction.timeout.ms": transaction_timeout_ms,
                 # librdkafka insists that a record cannot outlive the transaction that carries it.
                 "delivery.timeout.ms": min(PRODUCER_DEFAULTS["delivery.timeout.ms"], transaction_timeout_ms),
-                "error_cb": self.errors,
             },
         )
         self._config = config
@@ -132,10 +103,8 @@ class ConfluentTransactionalSink(TransactionalSink):
         self._open = False
         return TransactionAborted(f"{why}; producer replaced")
 
-    def _replace_wedged_producer(self, call: str) -> TransactionAborted:
-        return self._replace_producer(
-            f"{call} did not return within {_TIMEOUT_S + _WATCHDOG_GRACE_S:.0f}s (librdkafka #5456)"
-        )
+    def _replace_wedged_producer(self, hung: Hung) -> TransactionAborted:
+        return self._replace_producer(f"{hung} (librdkafka #5456)")
 
     def _failure(self, exception: KafkaException) -> Exception:
         error: KafkaError = exception.args[0]
@@ -147,7 +116,7 @@ class ConfluentTransactionalSink(TransactionalSink):
                 return FatalBrokerError(f"another instance took over transactional id {self._id!r}: {error.str()}")
             # Fatal for this producer object only (e.g. INVALID_TXN_STATE after an outage): start a new one.
             return self._replace_producer(f"fatal producer error: {error.str()}")
-        if error.code() in _GROUP_MOVED_ON:
+        if error.code() in OWNERSHIP_LOST:
             return CommitFailed(error.str())
         if is_unreachable(error) and not error.txn_requires_abort():
             self._producer.poll(0)  # serves the error callback, which knows a refused login or TLS handshake
@@ -161,8 +130,8 @@ class ConfluentTransactionalSink(TransactionalSink):
             _guarded(self._producer.init_transactions, _TIMEOUT_S)  # fences any earlier instance with our id
         except KafkaException as exception:
             raise self._failure(exception) from None
-        except _Wedged as wedged:
-            raise self._replace_wedged_producer(str(wedged)) from None
+        except Hung as hung:
+            raise self._replace_wedged_producer(hung) from None
         self._ready = True
 
     def begin(self) -> None:
@@ -173,8 +142,8 @@ class ConfluentTransactionalSink(TransactionalSink):
             self._refusals.start()
         except KafkaException as exception:
             raise self._failure(exception) from None
-        except _Wedged as wedged:
-            raise self._replace_wedged_producer(str(wedged)) from None
+        except Hung as hung:
+            raise self._replace_wedged_producer(hung) from None
 
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
@@ -200,15 +169,15 @@ class ConfluentTransactionalSink(TransactionalSink):
             _guarded(self._producer.send_offsets_to_transaction, partitions, group_metadata, _TIMEOUT_S)
         except KafkaException as exception:
             raise self._failure(exception) from None
-        except _Wedged as wedged:
-            raise self._replace_wedged_producer(str(wedged)) from None
+        except Hung as hung:
+            raise self._replace_wedged_producer(hung) from None
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
                 _guarded(self._producer.commit_transaction, _TIMEOUT_S)
                 self._open = False
                 return
-            except _Wedged as wedged:
-                raise self._replace_wedged_producer(str(wedged)) from None
+            except Hung as hung:
+                raise self._replace_wedged_producer(hung) from None
             except KafkaException as exception:
                 error: KafkaError = exception.args[0]
                 if error.retriable() and not error.txn_requires_abort() and attempt < _COMMIT_ATTEMPTS:
@@ -238,8 +207,8 @@ class ConfluentTransactionalSink(TransactionalSink):
                     if error.fatal() and error.code() in _FENCED:
                         raise self._failure(exception) from None
                     raise self._replace_producer(f"abort failed: {error.str()}") from None
-            except _Wedged as wedged:
-                raise self._replace_wedged_producer(str(wedged)) from None
+            except Hung as hung:
+                raise self._replace_wedged_producer(hung) from None
 
     def close(self) -> None:
         """Never raises: closing must not mask the error that made us close."""

@@ -26,8 +26,8 @@ from kafka.errors import (
     for_code,
 )
 
+from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python.config import (
-    KafkaConnection,
     client_config,
     connection_recovered,
     quiet_repeated_client_logs,
@@ -35,12 +35,11 @@ from adapters.kafka_python.config import (
     unavailable,
 )
 from application.errors import InvalidConfiguration, UnsupportedOperation
-from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
+from application.ports import MAX_MESSAGE_BYTES, TopicAdmin, TopicSpec, refused_topic, topic_configs
 
 log = logging.getLogger(__name__)
 
 _TIMEOUT_MS = 15_000
-_MAX_MESSAGE_BYTES = "max.message.bytes"
 # The broker refuses to describe (or this client to ask): asking again will not help.
 _CANNOT_DESCRIBE = (
     GroupAuthorizationFailedError,
@@ -92,7 +91,7 @@ class KafkaPythonAdmin(TopicAdmin):
     def _translate(self, error: BaseException, operation: str, topic: str = "") -> Exception:
         return translate_error(error, self._connection, operation=operation, resources={"topic": topic})
 
-    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
+    def _partition_counts(self, names: Sequence[str]) -> dict[str, int]:
         quiet_repeated_client_logs()  # kafka-python's loggers exist now: fold their repeated lines from the start
         admin = self._client()
         try:
@@ -100,50 +99,43 @@ class KafkaPythonAdmin(TopicAdmin):
         except KafkaError as error:
             raise self._translate(error, "Describe") from None
         connection_recovered()
-        reports: dict[str, TopicReport] = {}
-        missing: dict[str, dict[str, Any]] = {}
-        for spec in specs:
-            metadata = existing.get(spec.name)
+        counts = {}
+        for name in names:
+            metadata = existing.get(name)
             if metadata is not None and issubclass(for_code(metadata.get("error_code") or 0), AuthorizationError):
-                raise self._translate(for_code(metadata["error_code"])(), "Describe", spec.name)
-            if metadata is None or metadata.get("error_code"):
-                missing[spec.name] = {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor}
-                if spec.max_message_bytes is not None:
-                    missing[spec.name]["configs"] = {_MAX_MESSAGE_BYTES: str(spec.max_message_bytes)}
+                raise self._translate(for_code(metadata["error_code"])(), "Describe", name)
+            if metadata is not None and not metadata.get("error_code"):
+                counts[name] = len(metadata["partitions"])
+        return counts
+
+    def _create_topics(self, specs: Sequence[TopicSpec]) -> set[str]:
+        topics: dict[str, dict[str, Any]] = {}
+        for spec in specs:
+            topics[spec.name] = {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor}
+            if spec.max_message_bytes is not None:
+                topics[spec.name]["configs"] = topic_configs(spec)
+        try:
+            created = self._client().create_topics(topics, timeout_ms=_TIMEOUT_MS, raise_errors=False)
+        except KafkaError as error:
+            raise self._translate(error, "Create") from None
+        concurrently = set()
+        for result in created["topics"]:
+            name = result["name"]
+            error_type = for_code(result["error_code"])
+            if result["error_code"] == 0:
                 continue
-            actual = len(metadata["partitions"])
-            if actual != spec.partitions:
-                reports[spec.name] = TopicReport(
-                    spec.name, "mismatch", f"has {actual} partitions, configured {spec.partitions}"
-                )
+            if error_type is TopicAlreadyExistsError:
+                concurrently.add(name)
+            elif issubclass(error_type, AuthorizationError):
+                raise self._translate(error_type(), "Create", name)
             else:
-                reports[spec.name] = TopicReport(spec.name, "exists", f"{actual} partitions")
-        if missing:
-            try:
-                created = admin.create_topics(missing, timeout_ms=_TIMEOUT_MS, raise_errors=False)
-            except KafkaError as error:
-                raise self._translate(error, "Create") from None
-            for result in created["topics"]:
-                name = result["name"]
-                error_type = for_code(result["error_code"])
-                if result["error_code"] == 0:
-                    spec = next(s for s in specs if s.name == name)
-                    reports[name] = TopicReport(name, "created", created_detail(spec))
-                elif error_type is TopicAlreadyExistsError:  # created meanwhile by someone else
-                    reports[name] = TopicReport(name, "exists", "created concurrently")
-                elif issubclass(error_type, AuthorizationError):
-                    raise self._translate(error_type(), "Create", name)
-                else:
-                    detail = result.get("error_message") or error_type.__name__
-                    raise InvalidConfiguration(
-                        f"cannot create topic {name} (check TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR): {detail}"
-                    )
-        return [reports[spec.name] for spec in specs]
+                raise refused_topic(name, result.get("error_message") or error_type.__name__)
+        return concurrently
 
     def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:
         admin = self._client()
         resources = [
-            ConfigResource(ConfigResourceType.TOPIC, name, configs={_MAX_MESSAGE_BYTES: None}) for name in topics
+            ConfigResource(ConfigResourceType.TOPIC, name, configs={MAX_MESSAGE_BYTES: None}) for name in topics
         ]
         try:
             described = admin.describe_configs(resources, config_filter="all")
@@ -151,7 +143,7 @@ class KafkaPythonAdmin(TopicAdmin):
             raise unavailable(error, self._servers) from None
         limits: dict[str, int] = {}
         for name, configs in (described.get("topic") or {}).items():
-            value = (configs or {}).get(_MAX_MESSAGE_BYTES, {}).get("value")
+            value = (configs or {}).get(MAX_MESSAGE_BYTES, {}).get("value")
             if value is not None:  # absent: no such topic, or not allowed to read its configuration
                 limits[name] = int(value)
         return limits

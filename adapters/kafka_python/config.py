@@ -33,9 +33,10 @@ from adapters.kafka_connection import (
     variable_name,
 )
 from application.errors import BrokerUnavailable, FatalBrokerError, InvalidConfiguration, NotAuthorized, PipelineError
+from application.parsing import boolean, choice
 
 __all__ = [
-    "KafkaConnection",
+    "OWNERSHIP_LOST",
     "api_version_ceiling",
     "client_config",
     "connection_problem",
@@ -57,8 +58,6 @@ ROLES: dict[str, Mapping[str, Any]] = {
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 _OAUTH = "SASL OAUTHBEARER needs a token-provider object in kafka-python; use BROKER_CLIENT=confluent"
 
 # Settings that take a Python object (a class, a callable, an SSLContext ...): no string can express them.
@@ -71,11 +70,13 @@ _OBJECT_SETTINGS = {
 
 
 def _choice(choices: Collection[str]) -> Callable[[str, str], str]:
+    parse = choice(*choices, normalise=str.upper)
+
     def convert(variable: str, value: str) -> str:
-        upper = value.strip().upper()
-        if upper not in choices:
-            raise InvalidConfiguration(f"{variable}: expected one of {', '.join(choices)}, got {value!r}")
-        return upper
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise InvalidConfiguration(f"{variable}: {error}") from None
 
     return convert
 
@@ -115,24 +116,23 @@ def _acks(variable: str, value: str) -> int | str:
     raise InvalidConfiguration(f"{variable}: expected all, -1, 0 or 1, got {value!r}")
 
 
-# Property (librdkafka / Java name) -> (kafka-python argument, conversion).
+# Property (librdkafka / Java name) -> kafka-python argument, for those whose text is taken as it is.
+# (sasl.username and sasl.password: kafka-python uses these for PLAIN and SCRAM alike.)
+_RENAMED_TEXT = {
+    "sasl.username": "sasl_plain_username", "sasl.password": "sasl_plain_password",
+    "sasl.kerberos.service.name": "sasl_kerberos_service_name", "client.id": "client_id",
+    "ssl.ca.location": "ssl_cafile", "ssl.certificate.location": "ssl_certfile", "ssl.key.location": "ssl_keyfile",
+    "ssl.key.password": "ssl_password", "ssl.crl.location": "ssl_crlfile", "ssl.cipher.suites": "ssl_ciphers",
+}  # fmt: skip
+# Property -> (kafka-python argument, conversion).
 _RENAMED: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "security.protocol": ("security_protocol", _choice(_SECURITY_PROTOCOLS)),
     "sasl.mechanism": ("sasl_mechanism", _mechanism),
     "sasl.mechanisms": ("sasl_mechanism", _mechanism),
-    "sasl.username": ("sasl_plain_username", _text),  # kafka-python uses these for PLAIN and SCRAM alike
-    "sasl.password": ("sasl_plain_password", _text),
-    "sasl.kerberos.service.name": ("sasl_kerberos_service_name", _text),
-    "ssl.ca.location": ("ssl_cafile", _text),
-    "ssl.certificate.location": ("ssl_certfile", _text),
-    "ssl.key.location": ("ssl_keyfile", _text),
-    "ssl.key.password": ("ssl_password", _text),
-    "ssl.crl.location": ("ssl_crlfile", _text),
-    "ssl.cipher.suites": ("ssl_ciphers", _text),
     "ssl.endpoint.identification.algorithm": ("ssl_check_hostname", _hostname_check),
-    "client.id": ("client_id", _text),
     "api.version": ("api_version", _api_version),
     "acks": ("acks", _acks),
+    **{prop: (argument, _text) for prop, argument in _RENAMED_TEXT.items()},
 }
 
 
@@ -147,9 +147,7 @@ def _convert(variable: str, default: Any, value: str) -> Any:
     text = value.strip()
     try:
         if isinstance(default, bool):
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-            raise ValueError
+            return boolean(text)
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):
@@ -258,6 +256,17 @@ def unavailable(error: BaseException, servers: str, connection: KafkaConnection 
             return problem
     detail = str(error) if isinstance(error, KafkaError) else f"{type(error).__name__}: {error}"
     return BrokerUnavailable(f"cannot reach Kafka at {servers}: {detail}")
+
+
+# The member no longer owns its partitions (the group moved on without it): the next owner re-reads
+# from the last commit, and retrying cannot help until this member polls and rejoins.
+OWNERSHIP_LOST: tuple[type[KafkaError], ...] = (
+    kafka_errors.CommitFailedError,
+    kafka_errors.RebalanceInProgressError,
+    kafka_errors.UnknownMemberIdError,
+    kafka_errors.IllegalGenerationError,
+    kafka_errors.FencedInstanceIdError,
+)
 
 
 _NOT_AUTHORIZED: dict[type[KafkaError], str] = {

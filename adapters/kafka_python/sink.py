@@ -35,7 +35,8 @@ from kafka.errors import (
     UnknownProducerIdError,
 )
 
-from adapters.kafka_python.config import KafkaConnection, client_config, connection_problem, quiet_repeated_client_logs
+from adapters.kafka_connection import KafkaConnection
+from adapters.kafka_python.config import client_config, connection_problem, quiet_repeated_client_logs
 from application.errors import InvalidConfiguration, PipelineError, SinkFull
 from application.messages import DeliveryError, Headers
 from application.ports import DeliveryCallback, MessageSink

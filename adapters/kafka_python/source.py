@@ -34,22 +34,17 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
-    CommitFailedError,
-    FencedInstanceIdError,
-    IllegalGenerationError,
     KafkaConfigurationError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
 )
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_python.admin import KafkaPythonAdmin
 from adapters.kafka_python.config import (
-    KafkaConnection,
+    OWNERSHIP_LOST,
     client_config,
     connection_problem,
     connection_recovered,
@@ -57,9 +52,10 @@ from adapters.kafka_python.config import (
     translate_error,
     unavailable,
 )
+from adapters.kafka_source import ConsumerOptions, KafkaSource
 from application.errors import BrokerUnavailable, CommitFailed, InvalidConfiguration, UnsupportedOperation
 from application.messages import CREATE_TIME, LOG_APPEND_TIME, ConsumedRecord, TopicPartition
-from application.ports import GroupView, MessageSource, RebalanceListener
+from application.ports import GroupView, RebalanceListener
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +70,6 @@ _GROUP_WAIT_S = 5.0
 _GROUP_POLL_S = 0.5
 # Describing the group (at idle checks only): the longest one request may take.
 _DESCRIBE_TIMEOUT_MS = 5_000
-# Errors meaning "this member no longer owns the partition": the next owner re-reads from the last commit.
-_OWNERSHIP_LOST = (
-    CommitFailedError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
-    IllegalGenerationError,
-    FencedInstanceIdError,
-)
-
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable_auto_commit": False,
     # Verifying each batch's CRC32C in pure Python costs about two thirds of the read throughput; with the
@@ -140,34 +127,21 @@ class _RebalanceBridge(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         return done
 
 
-class KafkaPythonSource(MessageSource):
-    def __init__(
-        self,
-        connection: KafkaConnection,
-        group_id: str,
-        *,
-        auto_offset_reset: str = "earliest",
-        session_timeout_ms: int = 45_000,
-        isolation_level: str = "read_committed",
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._servers = connection.bootstrap_servers
-        self._connection = connection
-        self._group_id = group_id
-        self._session_timeout_s = session_timeout_ms / 1000
-        self._topics: list[str] = []
+class KafkaPythonSource(KafkaSource):
+    def _start(self, options: ConsumerOptions) -> None:
         self._admin: KafkaPythonAdmin | None = None  # created at the first idle check that describes the group
+        session_timeout_ms = options.session_timeout_ms
         config = client_config(
-            connection,
+            self._connection,
             "consumer",
             {
                 **CONSUMER_DEFAULTS,
-                "group_id": group_id,
-                "auto_offset_reset": auto_offset_reset,
+                "group_id": options.group_id,
+                "auto_offset_reset": options.auto_offset_reset,
                 "session_timeout_ms": session_timeout_ms,
                 "heartbeat_interval_ms": min(3_000, max(1, session_timeout_ms // 3)),
-                "isolation_level": isolation_level,
-                **(extra or {}),
+                "isolation_level": options.isolation_level,
+                **options.extra,
             },
             reserved=("enable_auto_commit",),
         )
@@ -304,7 +278,7 @@ class KafkaPythonSource(MessageSource):
                 self._consumer.commit_async(payload, callback=self._on_async_commit)
             else:
                 self._consumer.commit(payload, timeout_ms=_COMMIT_TIMEOUT_MS)
-        except _OWNERSHIP_LOST as error:
+        except OWNERSHIP_LOST as error:
             raise CommitFailed(str(error)) from None
         except (KafkaTimeoutError, KafkaConnectionError) as error:
             raise unavailable(error, self._servers, self._connection) from None
@@ -413,15 +387,3 @@ class KafkaPythonSource(MessageSource):
             partition = KafkaTopicPartition(tp.topic, tp.partition)
             if partition in mine:
                 self._consumer.seek(partition, offset)
-
-    def committed(self, partitions: Sequence[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-        found = {}
-        for tp in partitions:
-            try:
-                partition = KafkaTopicPartition(tp.topic, tp.partition)
-                offset = self._consumer.committed(partition, timeout_ms=timeout_s * 1000)
-            except KafkaError as error:
-                raise self._translate(error) from None
-            if offset is not None:
-                found[tp] = offset
-        return found

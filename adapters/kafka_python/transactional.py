@@ -23,7 +23,6 @@ kafka-python shape this adapter:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -32,24 +31,20 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.errors import (
     AuthorizationError,
-    CommitFailedError,
-    FencedInstanceIdError,
-    IllegalGenerationError,
     InvalidProducerEpochError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     NodeNotReadyError,
     ProducerFencedError,
-    RebalanceInProgressError,
     SaslAuthenticationFailedError,
-    UnknownMemberIdError,
     UnsupportedVersionError,
 )
 from kafka.structs import OffsetAndMetadata
 
+from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python.config import (
-    KafkaConnection,
+    OWNERSHIP_LOST,
     client_config,
     connection_problem,
     translate_error,
@@ -63,6 +58,7 @@ from adapters.kafka_python.sink import (
     message_limit,
     with_message_limit,
 )
+from adapters.watchdog import Hung, bounded
 from application.errors import BrokerUnavailable, CommitFailed, FatalBrokerError, SinkFull, TransactionAborted
 from application.messages import Headers, TopicPartition
 from application.ports import DeliveryCallback, TransactionalSink
@@ -72,17 +68,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _FATAL = (ProducerFencedError, InvalidProducerEpochError, AuthorizationError, UnsupportedVersionError)
-_GROUP_MOVED = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError, FencedInstanceIdError,
-                RebalanceInProgressError)  # fmt: skip
 _UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError)
 _ABORT_TIMEOUT_S = 10.0
 _SETTLE_PAUSE_S = 1.0
 # A transactional call this slow is waiting for a broker: say so then, not only once it gives up.
 _SLOW_CALL_S = 5.0
-
-
-class _Stuck(Exception):
-    """A transactional call did not return in time."""
 
 
 class KafkaPythonTransactionalSink(TransactionalSink):
@@ -150,46 +140,16 @@ class KafkaPythonTransactionalSink(TransactionalSink):
             return translate_error(error, self._connection, operation="Write", resources=resources)
         if isinstance(error, _FATAL) or self._fatal_state():
             return FatalBrokerError(str(error))
-        if isinstance(error, _GROUP_MOVED):
+        if isinstance(error, OWNERSHIP_LOST):
             return CommitFailed(str(error))
         if isinstance(error, _UNREACHABLE):
             return unavailable(error, self._connection.bootstrap_servers, self._connection)
         return TransactionAborted(str(error))
 
     def _bounded(self, what: str, call: Callable[[], T], timeout_s: float | None = None) -> T:
-        """``call()`` on a helper thread, waiting at most ``timeout_s`` (see the module docstring).
-
-        A call still waiting after ``slow_call_s`` is reported then: an outage shorter than the
-        timeout would otherwise pass without a word from us while the pipeline stands still.
-        """
+        """``call()`` given at most ``timeout_s`` (see the module docstring); reported once it waits ``slow_call_s``."""
         limit = self._timeout_s if timeout_s is None else timeout_s
-        outcome: list[Any] = []
-
-        def run() -> None:
-            try:
-                outcome.append((True, call()))
-            except BaseException as error:  # noqa: BLE001 - handed back to the caller below
-                outcome.append((False, error))
-
-        helper = threading.Thread(target=run, name=f"kafka-python-{what}", daemon=True)
-        started = time.monotonic()
-        helper.start()
-        helper.join(min(limit, self._slow_call_s))
-        if not outcome and limit > self._slow_call_s:
-            log.warning(
-                "broker unavailable or unresponsive: %s has waited %gs for Kafka (gives up after %gs)",
-                what, self._slow_call_s, limit,
-            )  # fmt: skip
-            helper.join(limit - self._slow_call_s)
-            if outcome:
-                log.info("%s completed after %.1fs", what, time.monotonic() - started)
-        if not outcome:
-            raise _Stuck(f"{what} did not complete within {limit:g}s")
-        succeeded, value = outcome[0]
-        if not succeeded:
-            raise value
-        result: T = value
-        return result
+        return bounded(what, call, limit, slow_call_s=self._slow_call_s, logger=log, thread_name=f"kafka-python-{what}")
 
     # -- TransactionalSink -----------------------------------------------------------------------
 
@@ -254,13 +214,13 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         try:
             self._bounded("send-offsets", lambda: producer.send_offsets_to_transaction(payload, group_metadata))
             self._bounded("commit", producer.commit_transaction)
-        except _Stuck as error:
+        except Hung as error:
             self._settle(offsets, group_metadata, error)  # returns if it committed after all
         except KafkaError as error:
             raise self._failure(error) from None
         self._open = False
 
-    def _settle(self, offsets: Mapping[TopicPartition, int], group_metadata: object, cause: _Stuck) -> None:
+    def _settle(self, offsets: Mapping[TopicPartition, int], group_metadata: object, cause: Hung) -> None:
         """Find out how a transaction whose commit never returned ended: return if committed, else raise.
 
         A fresh producer's init_transactions first finishes it on the broker (commits it if the commit
@@ -316,7 +276,7 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         failure: BaseException | None = None
         try:
             self._bounded("abort", producer.abort_transaction, timeout_s=min(self._timeout_s, _ABORT_TIMEOUT_S))
-        except (KafkaError, _Stuck) as error:
+        except (KafkaError, Hung) as error:
             failure = error
         fenced = failure is not None and (isinstance(failure, _FATAL) or self._fatal_state())
         self._discard()
@@ -339,5 +299,5 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         if producer is not None:
             try:
                 self._bounded("close", lambda: close_producer(producer), timeout_s=_ABORT_TIMEOUT_S)
-            except (KafkaError, _Stuck) as error:
+            except (KafkaError, Hung) as error:
                 log.warning("transactional producer close: %s", error)

@@ -5,27 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adapters.memory.broker import InMemoryBroker
-from application.ports import TopicAdmin, TopicReport, TopicSpec, created_detail
+from application.ports import TopicAdmin, TopicSpec
 
 
 class InMemoryAdmin(TopicAdmin):
     def __init__(self, broker: InMemoryBroker) -> None:
         self._broker = broker
 
-    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[TopicReport]:
-        reports = []
-        for spec in specs:
-            if self._broker.create_topic(spec.name, spec.partitions, max_message_bytes=spec.max_message_bytes):
-                reports.append(TopicReport(spec.name, "created", created_detail(spec)))
-                continue
-            actual = self._broker.topics()[spec.name]
-            if actual != spec.partitions:
-                reports.append(
-                    TopicReport(spec.name, "mismatch", f"has {actual} partitions, configured {spec.partitions}")
-                )
-            else:
-                reports.append(TopicReport(spec.name, "exists", f"{actual} partitions"))
-        return reports
+    def _partition_counts(self, names: Sequence[str]) -> dict[str, int]:
+        topics = self._broker.topics()
+        return {name: topics[name] for name in names if name in topics}
+
+    def _create_topics(self, specs: Sequence[TopicSpec]) -> set[str]:
+        return {
+            spec.name
+            for spec in specs
+            if not self._broker.create_topic(spec.name, spec.partitions, max_message_bytes=spec.max_message_bytes)
+        }
 
     def max_message_bytes(self, topics: Sequence[str]) -> dict[str, int]:
         """In memory a topic without a limit takes anything, so only topics with one are reported."""

@@ -7,7 +7,7 @@ from typing import cast
 
 from adapters.memory.broker import InMemoryBroker
 from adapters.refusals import Refusals
-from application.errors import CommitFailed, TransactionAborted
+from application.errors import TransactionAborted
 from application.messages import DeliveryError, Headers, TopicPartition
 from application.ports import DeliveryCallback, TransactionalSink
 
@@ -60,10 +60,9 @@ class InMemoryTransactionalSink(TransactionalSink):
             for on_delivery, error in failures:
                 on_delivery(error)
             raise TransactionAborted(f"{len(failures)} record(s) failed: {failures[0][1]}")
-        try:
-            self._broker.commit(group_id, member_id, dict(offsets))
-        except CommitFailed as error:
-            raise TransactionAborted(str(error)) from None
+        # CommitFailed (the member no longer owns the partitions) as the real sinks raise it; the
+        # transaction stays open for the caller's abort, and nothing of it becomes visible.
+        self._broker.commit(group_id, member_id, dict(offsets))
         for topic, key, value, headers, on_delivery in self._pending:
             self._broker.append(topic, key, value, headers)
             on_delivery(None)

@@ -3,6 +3,7 @@
 The rules themselves are the import-linter contracts in pyproject.toml ([tool.importlinter]).
 """
 
+import ast
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ LAYERS_CONTRACT = "Layers: entrypoints wire adapters, adapters implement applica
 STDLIB_CONTRACT = "Domain and application import only the standard library (and each other)"
 CONTAINER_CONTRACT = "Commands and the CLI take adapters from the container only"
 CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+INDEPENDENCE_CONTRACT = "Broker adapters are independent: confluent, kafka-python and in-memory never import each other"
 
 
 def _lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
@@ -58,6 +60,8 @@ def test_domain_and_application_import_only_the_standard_library() -> None:
         ("adapters/files.py", "import entrypoints.config  # noqa", LAYERS_CONTRACT),
         ("entrypoints/commands/demo.py", "import adapters.generator  # noqa", CONTAINER_CONTRACT),
         ("entrypoints/cli.py", "from adapters.logging import configure_logging  # noqa", CONTAINER_CONTRACT),
+        ("adapters/memory/sink.py", "import adapters.kafka_python.config  # noqa", INDEPENDENCE_CONTRACT),
+        ("adapters/confluent/admin.py", "import adapters.memory.broker  # noqa", INDEPENDENCE_CONTRACT),
     ],
 )
 def test_the_contracts_catch_a_planted_violation(tmp_path: Path, module: str, line: str, broken: str) -> None:
@@ -70,3 +74,19 @@ def test_the_contracts_catch_a_planted_violation(tmp_path: Path, module: str, li
     assert result.returncode != 0
     verdicts = " ".join(result.stdout.split())  # import-linter wraps long contract names
     assert f"{broken} BROKEN" in verdicts
+
+
+def test_kafka_connection_is_imported_from_one_module_only() -> None:
+    """One import path per name: the connection settings live in adapters/kafka_connection.py."""
+    offenders = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        if ".venv" in path.parts or ".cache" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and any(alias.name == "KafkaConnection" for alias in node.names)
+                and node.module != "adapters.kafka_connection"
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} from {node.module}")
+    assert offenders == []

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any, cast
 
-from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource
+from adapters.memory import InMemoryAdmin, InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
 from adapters.memory.groups import InMemoryGroupOffsets
 from application.messages import ConsumedRecord, TopicPartition
-from application.ports import GroupOffsets, MessageSink, MessageSource, TopicAdmin, TopicSpec
+from application.ports import GroupOffsets, MessageSink, MessageSource, TopicAdmin, TopicSpec, TransactionalSink
 
 
 class Recorder:
@@ -58,11 +60,15 @@ class AdapterKit(ABC):
     @abstractmethod
     def group_offsets(self) -> GroupOffsets: ...
 
-    def topic(self, partitions: int) -> str:
-        name = f"contract-{uuid.uuid4().hex[:10]}"
+    @abstractmethod
+    def transactional_sink(self, transactional_id: str) -> TransactionalSink: ...
+
+    def topic(self, partitions: int, max_message_bytes: int | None = None, *, prefix: str = "contract") -> str:
+        """A new topic (created through the admin adapter), with that ``max.message.bytes`` if given."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         admin = self.admin()
         try:
-            [report] = admin.ensure_topics([TopicSpec(name, partitions, 1)])
+            [report] = admin.ensure_topics([TopicSpec(name, partitions, 1, max_message_bytes)])
             assert report.status == "created", report
         finally:
             admin.close()
@@ -112,60 +118,45 @@ class MemoryKit(AdapterKit):
     def group_offsets(self) -> GroupOffsets:
         return InMemoryGroupOffsets(self.broker)
 
-
-class ConfluentKit(AdapterKit):
-    name = "confluent"
-
-    def __init__(self, bootstrap: str) -> None:
-        from adapters.kafka_connection import KafkaConnection
-
-        self.connection = KafkaConnection(bootstrap)
-
-    def source(self, group: str) -> MessageSource:
-        from adapters.confluent import ConfluentSource
-
-        return ConfluentSource(self.connection, group, session_timeout_ms=10_000)
-
-    def sink(self) -> MessageSink:
-        from adapters.confluent import ConfluentSink
-
-        return ConfluentSink(self.connection)
-
-    def admin(self) -> TopicAdmin:
-        from adapters.confluent import ConfluentAdmin
-
-        return ConfluentAdmin(self.connection)
-
-    def group_offsets(self) -> GroupOffsets:
-        from adapters.confluent.groups import ConfluentGroupOffsets
-
-        return ConfluentGroupOffsets(self.connection)
+    def transactional_sink(self, transactional_id: str) -> TransactionalSink:
+        return InMemoryTransactionalSink(self.broker)
 
 
-class KafkaPythonKit(AdapterKit):
-    name = "kafka-python"
+class KafkaKit(AdapterKit):
+    """The adapters of one Kafka client on a real broker, imported only when a test asks for that client."""
+
+    package: str  # adapters.<package>: source, sink, admin, groups and transactional modules
+    prefix: str  # the client's class-name prefix
 
     def __init__(self, bootstrap: str) -> None:
         from adapters.kafka_connection import KafkaConnection
 
         self.connection = KafkaConnection(bootstrap)
 
-    def source(self, group: str) -> MessageSource:
-        from adapters.kafka_python import KafkaPythonSource
+    def _adapter(self, module: str, role: str) -> Any:
+        return getattr(importlib.import_module(f"adapters.{self.package}.{module}"), f"{self.prefix}{role}")
 
-        return KafkaPythonSource(self.connection, group, session_timeout_ms=10_000)
+    def source(self, group: str) -> MessageSource:
+        return cast(MessageSource, self._adapter("source", "Source")(self.connection, group, session_timeout_ms=10_000))
 
     def sink(self) -> MessageSink:
-        from adapters.kafka_python import KafkaPythonSink
-
-        return KafkaPythonSink(self.connection)
+        return cast(MessageSink, self._adapter("sink", "Sink")(self.connection))
 
     def admin(self) -> TopicAdmin:
-        from adapters.kafka_python import KafkaPythonAdmin
-
-        return KafkaPythonAdmin(self.connection)
+        return cast(TopicAdmin, self._adapter("admin", "Admin")(self.connection))
 
     def group_offsets(self) -> GroupOffsets:
-        from adapters.kafka_python.groups import KafkaPythonGroupOffsets
+        return cast(GroupOffsets, self._adapter("groups", "GroupOffsets")(self.connection))
 
-        return KafkaPythonGroupOffsets(self.connection)
+    def transactional_sink(self, transactional_id: str) -> TransactionalSink:
+        return cast(
+            TransactionalSink, self._adapter("transactional", "TransactionalSink")(self.connection, transactional_id)
+        )
+
+
+class ConfluentKit(KafkaKit):
+    name, package, prefix = "confluent", "confluent", "Confluent"
+
+
+class KafkaPythonKit(KafkaKit):
+    name, package, prefix = "kafka-python", "kafka_python", "KafkaPython"

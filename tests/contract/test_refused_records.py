@@ -14,38 +14,20 @@ import pytest
 
 from application.errors import TransactionAborted
 from application.messages import DeliveryError
-from application.ports import TopicSpec, TransactionalSink
-from tests.contract.kits import AdapterKit, MemoryKit
+from tests.contract.kits import AdapterKit
 
 LIMIT = 1_000_000  # librdkafka's default message.max.bytes; kafka-python's max_request_size is 1 MiB
 TOO_LARGE = b"x" * 1_100_000
 
 
 def limited_topic(kit: AdapterKit) -> str:
-    name = f"contract-{uuid.uuid4().hex[:10]}"
+    name = kit.topic(1, LIMIT)
     admin = kit.admin()
     try:
-        [report] = admin.ensure_topics([TopicSpec(name, 1, 1, LIMIT)])
-        assert report.status == "created", report
         assert admin.max_message_bytes([name, f"missing-{name}"]) == {name: LIMIT}
     finally:
         admin.close()
     return name
-
-
-def transactional_sink(kit: AdapterKit) -> TransactionalSink:
-    if isinstance(kit, MemoryKit):
-        from adapters.memory import InMemoryTransactionalSink
-
-        return InMemoryTransactionalSink(kit.broker)
-    connection = kit.connection  # type: ignore[attr-defined]
-    if kit.name == "confluent":
-        from adapters.confluent.transactional import ConfluentTransactionalSink
-
-        return ConfluentTransactionalSink(connection, f"contract-{uuid.uuid4().hex[:8]}")
-    from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
-
-    return KafkaPythonTransactionalSink(connection, f"contract-{uuid.uuid4().hex[:8]}")
 
 
 def test_a_record_the_producer_refuses_is_reported_through_its_callback(kit: AdapterKit) -> None:
@@ -67,7 +49,7 @@ def test_a_record_the_producer_refuses_is_reported_through_its_callback(kit: Ada
 
 def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit) -> None:
     topic = limited_topic(kit)
-    sink = transactional_sink(kit)
+    sink = kit.transactional_sink(f"contract-{uuid.uuid4().hex[:8]}")
     outcomes: dict[str, DeliveryError | None] = {}
     try:
         sink.prepare()

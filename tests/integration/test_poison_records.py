@@ -26,7 +26,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from adapters.kafka_connection import KafkaConnection
 from application import dead_letter
 from application.messages import header_value
-from application.ports import MessageSink, TopicSpec
+from application.ports import MessageSink
 from tests.contract.kits import AdapterKit, ConfluentKit, KafkaPythonKit
 from tests.integration.harness import Service, Topics
 
@@ -65,14 +65,7 @@ def large_sink(client: str, bootstrap: str) -> MessageSink:
 
 
 def input_topic(kit: AdapterKit) -> str:
-    name = f"poison-in-{uuid.uuid4().hex[:8]}"
-    admin = kit.admin()
-    try:
-        [report] = admin.ensure_topics([TopicSpec(name, 4, 1, INPUT_LIMIT)])
-        assert report.status == "created", report
-    finally:
-        admin.close()
-    return name
+    return kit.topic(4, INPUT_LIMIT, prefix="poison-in")
 
 
 def produce(client: str, bootstrap: str, topic: str, good: int) -> None:

@@ -36,14 +36,18 @@ SCRAM_LINE = (
 )
 
 
-def test_confluent_a_refused_login_outlives_the_transport_failures_that_follow_it() -> None:
+def _reporter_told(code: int, text: str) -> ErrorReporter:
+    """A consumer's ErrorReporter after librdkafka's error callback reported ``code`` with ``text``."""
     reporter = ErrorReporter("consumer", SASL)
-    reporter(
-        KafkaError(
-            KafkaError._AUTHENTICATION,
-            "sasl_ssl://b:9094/bootstrap: SASL authentication error: Authentication failed during authentication "
-            "due to invalid credentials with SASL mechanism SCRAM-SHA-512 (after 312ms in state AUTH_REQ)",
-        )
+    reporter(KafkaError(code, text))
+    return reporter
+
+
+def test_confluent_a_refused_login_outlives_the_transport_failures_that_follow_it() -> None:
+    reporter = _reporter_told(
+        KafkaError._AUTHENTICATION,
+        "sasl_ssl://b:9094/bootstrap: SASL authentication error: Authentication failed during authentication "
+        "due to invalid credentials with SASL mechanism SCRAM-SHA-512 (after 312ms in state AUTH_REQ)",
     )
     reporter(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     failure = KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
@@ -56,13 +60,10 @@ def test_confluent_a_refused_login_outlives_the_transport_failures_that_follow_i
 
 
 def test_confluent_tls_failure_names_the_ca_setting() -> None:
-    reporter = ErrorReporter("consumer", SASL)
-    reporter(
-        KafkaError(
-            KafkaError._SSL,
-            "sasl_ssl://b:9094/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify "
-            "failed: broker certificate could not be verified (after 8ms in state SSL_HANDSHAKE)",
-        )
+    reporter = _reporter_told(
+        KafkaError._SSL,
+        "sasl_ssl://b:9094/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify "
+        "failed: broker certificate could not be verified (after 8ms in state SSL_HANDSHAKE)",
     )
     error = reporter.unavailable()
     assert isinstance(error, TlsFailed)

@@ -10,32 +10,24 @@ from adapters.kafka_python.config import api_version_ceiling, client_config, tra
 from application.errors import InvalidConfiguration
 
 
+def _sasl(protocol: str, key: str, mechanism: str, role: str, expected: tuple[str, str], case: str) -> Any:
+    """A SASL login's properties (``key``: either spelling of the mechanism) and the arguments they become."""
+    return pytest.param(
+        {"security.protocol": protocol, key: mechanism, "sasl.username": "svc", "sasl.password": "pw"},
+        role,
+        {"security_protocol": expected[0], "sasl_mechanism": expected[1],
+         "sasl_plain_username": "svc", "sasl_plain_password": "pw"},
+        id=case,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("properties", "role", "expected"),
     [
-        pytest.param(
-            {"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.username": "svc",
-             "sasl.password": "pw"},
-            "consumer",
-            {
-                "security_protocol": "SASL_SSL",
-                "sasl_mechanism": "PLAIN",
-                "sasl_plain_username": "svc",
-                "sasl_plain_password": "pw",
-            },
-            id="sasl-plain",
-        ),
-        pytest.param(
-            {"security.protocol": "sasl_plaintext", "sasl.mechanism": "scram-sha-512", "sasl.username": "u",
-             "sasl.password": "p"},
-            "producer",
-            {
-                "security_protocol": "SASL_PLAINTEXT",
-                "sasl_mechanism": "SCRAM-SHA-512",
-                "sasl_plain_username": "u",
-                "sasl_plain_password": "p",
-            },
-            id="sasl-scram-sha-512",
+        _sasl("SASL_SSL", "sasl.mechanisms", "PLAIN", "consumer", ("SASL_SSL", "PLAIN"), "sasl-plain"),
+        _sasl(
+            "sasl_plaintext", "sasl.mechanism", "scram-sha-512", "producer", ("SASL_PLAINTEXT", "SCRAM-SHA-512"),
+            "sasl-scram-sha-512",
         ),
         pytest.param(
             {"security.protocol": "SSL", "ssl.ca.location": "/certs/ca.pem", "ssl.certificate.location": "/certs/c.pem",

@@ -9,7 +9,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from adapters.kafka_connection import KafkaConnection
 from adapters.kafka_python.sink import Deliveries, close_producer
-from adapters.kafka_python.transactional import KafkaPythonTransactionalSink, _Stuck
+from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
+from adapters.watchdog import Hung
 from application.messages import DeliveryError
 
 
@@ -67,7 +68,7 @@ def test_a_call_that_never_returns_gives_up_at_the_timeout(
     sink: KafkaPythonTransactionalSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     never = threading.Event()
-    with pytest.raises(_Stuck, match=r"abort did not complete within 0\.2s"):
+    with pytest.raises(Hung, match=r"abort did not complete within 0\.2s"):
         sink._bounded("abort", lambda: never.wait(5.0), timeout_s=0.2)
     assert any("abort has waited" in r.getMessage() for r in caplog.records)
     never.set()

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from adapters.generator import LoginGenerator
@@ -126,3 +127,33 @@ def test_the_transactional_id_is_claimed_before_the_first_poll() -> None:
     pipeline.run(idle_timeout_s=0.05)
     assert order == ["prepare", "subscribe"]
     assert sink.committed_transactions == 0  # no record came, yet the id was claimed
+
+
+def test_a_commit_refused_because_the_group_moved_on_rewinds_and_reads_the_batch_again() -> None:
+    """CommitFailed (as the real sinks raise it) takes the rewind branch: nothing lost, nothing doubled."""
+    broker = broker_with(30, partitions=1)
+    pipeline, sink = make(broker)
+    group_metadata = pipeline._source.group_metadata
+    calls = 0
+
+    def stale_once() -> object:
+        nonlocal calls
+        calls += 1
+        return ("g", "a-member-that-left") if calls == 1 else group_metadata()
+
+    pipeline._source.group_metadata = stale_once  # type: ignore[method-assign]
+    rewinds: list[dict[TopicPartition, int]] = []
+    rewind = pipeline._source.rewind
+
+    def recorded_rewind(offsets: Mapping[TopicPartition, int]) -> None:
+        rewinds.append(dict(offsets))
+        rewind(offsets)
+
+    pipeline._source.rewind = recorded_rewind  # type: ignore[method-assign]
+    stats = pipeline.run(idle_timeout_s=0.05)
+    assert rewinds == [{TopicPartition(IN, 0): 0}]  # the refused batch is read again from its first record
+    assert sink.aborted_transactions == 1 and sink.committed_transactions >= 1
+    assert stats.consumed == 30  # the rewound batch is counted once, when it is processed
+    values = [r.value for r in broker.records(OUT)] + [r.value for r in broker.records(DLQ)]
+    assert len(values) == 30 == len(set(values))
+    assert broker.committed("g", TopicPartition(IN, 0)) == 30
