@@ -166,12 +166,12 @@ def replay_dead_letters(
     dlq_topic: str,
     target_topic: str,
     *,
+    idle_timeout_s: float = 3.0,
     reason: str | None = None,
     positions: ReplayPositions | None = None,
     max_records: int | None = None,
     records_per_second: float | None = None,
     stop: threading.Event | None = None,
-    idle_timeout_s: float = 3.0,
     clock: Clock | None = None,
 ) -> ReplaySummary:
     """Re-publish dead letters batch by batch, committing each partition only up to what the broker acknowledged.

@@ -32,12 +32,12 @@ class _Delivery:
     __slots__ = ("ledger", "pipeline", "plain", "record", "retries", "routed")
 
     def __init__(self, pipeline: Pipeline, record: ConsumedRecord, ledger: PartitionLedger, routed: Routed) -> None:
+        # Headed for the output topic and no latency sample: the case the callback handles inline.
+        self.plain = routed.reason is None
         self.pipeline = pipeline
         self.record = record
         self.ledger = ledger
         self.routed = routed
-        # Headed for the output topic and no latency sample: the case the callback handles inline.
-        self.plain = routed.reason is None
         self.retries = 0
 
     @property

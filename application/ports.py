@@ -305,34 +305,34 @@ class Metrics:
     """Observations the pipeline reports, in batches so the hot path stays cheap; the base ignores them."""
 
     def consumed(self, count: int) -> None:
-        pass
+        """Records read from the input topic."""
 
     def processed(self, count: int) -> None:
-        pass
+        """Records the output topic acknowledged."""
 
     def dead_lettered(self, reason: str, count: int) -> None:
-        pass
+        """Records the DLQ acknowledged, by reason code."""
 
     def retried(self, count: int) -> None:
-        pass
+        """Publishes (at-least-once) or whole transactions (exactly-once) tried again."""
 
     def committed(self, count: int) -> None:
-        pass
+        """Partition offsets one commit stored."""
 
     def batch_processed(self, seconds: float, records: int) -> None:
-        pass
+        """How long one polled batch took to handle."""
 
     def end_to_end_latency(self, seconds: float) -> None:
-        pass
+        """An input record's timestamp to its output's acknowledgement, one record a batch."""
 
     def in_flight(self, count: int) -> None:
-        pass
+        """Consumed records not yet acknowledged, now."""
 
     def paused_partitions(self, count: int) -> None:
-        pass
+        """Partitions not fetched now: backpressure, or a dead letter the DLQ refuses."""
 
     def stalled_partitions(self, count: int) -> None:
         """Partitions stopped at a dead letter the DLQ refuses for good."""
 
     def consumer_lag(self, partition: TopicPartition, lag: int) -> None:
-        pass
+        """Records between this member's position and the partition's end."""
