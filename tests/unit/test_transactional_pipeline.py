@@ -9,7 +9,7 @@ from typing import Any
 from adapters.generator import LoginGenerator
 from adapters.memory import InMemoryBroker, InMemorySource, InMemoryTransactionalSink
 from application import dead_letter
-from application.errors import TransactionAborted
+from application.errors import SinkFull, TransactionAborted
 from application.messages import DeliveryError, Headers, TopicPartition, header_value
 from application.ports import DeliveryCallback, Metrics
 from application.retry import RetryPolicy
@@ -205,3 +205,37 @@ def test_attempts_without_progress_wait_longer_each_time() -> None:
     pipeline.run(max_messages=1)
     assert rng.asked == [1.0, 2.0, 4.0, 8.0]
     assert sink.aborted_transactions == 4 and len(broker.records(OUT)) == 1
+
+
+class RoomOnlyAfterPoll(InMemoryTransactionalSink):
+    """A queue with room for one record between two polls: each publish after the first waits for a poll."""
+
+    def __init__(self, broker: InMemoryBroker) -> None:
+        super().__init__(broker)
+        self.polls = 0
+        self._room = True
+
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        if not self._room:
+            raise SinkFull("queue full")
+        self._room = False
+        super().publish(topic, key, value, headers, on_delivery)
+
+    def poll(self, timeout_s: float) -> None:
+        self.polls += 1
+        self._room = True
+        super().poll(timeout_s)
+
+
+def test_a_full_transactional_queue_is_waited_out_by_polling_the_sink() -> None:
+    broker = broker_with(30, partitions=1)
+    sink = RoomOnlyAfterPoll(broker)
+    settings = PipelineSettings(poll_timeout_s=0.01, transaction_size=10)
+    pipeline = TransactionalPipeline(
+        InMemorySource(broker, "g"), sink, LoginEventProcessor(), settings, clock=broker.clock
+    )
+    stats = pipeline.run(max_messages=30)
+    assert stats.consumed == 30 == len(broker.records(OUT)) + len(broker.records(DLQ))
+    assert sink.polls == 30 - 1 and sink.committed_transactions == 3
