@@ -118,7 +118,8 @@ class MessageSource(ABC):
 class DeliverySink(ABC):
     """A producer that reports each record's fate through a callback, served by ``poll``: what both sinks share.
 
-    A refused record is a DeliveryError passed to its callback, never raised.
+    Raises SinkFull from ``publish``; each subclass names what else it raises. A refused record is a
+    DeliveryError passed to its callback, never raised.
     """
 
     @abstractmethod
@@ -158,7 +159,8 @@ class DeliverySink(ABC):
 
         Room comes from acknowledgements, so the wait is ``poll``: it serves them, and returns as soon as
         one arrives. Before each wait ``waiting()`` runs (to pause fetching, or to give up: False stops
-        trying and returns False). Not for the per-record path: try ``publish`` first, call this on SinkFull.
+        trying and returns False). The at-least-once per-record path calls ``publish`` itself, and this
+        only on SinkFull: one call less per record.
         """
         while True:
             try:
