@@ -66,7 +66,9 @@ def test_a_record_the_producer_refuses_is_reported_through_its_callback(kit: Ada
     assert [r.value for r in kit.read_all(topic, 1)] == [b"small"]
 
 
-def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit) -> None:
+@pytest.mark.parametrize("polled", [False, True], ids=["commit-at-once", "polled-first"])
+def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit, polled: bool) -> None:
+    """Polled first, the sink serves the refusal then, as a MessageSink's poll would: the commit still fails."""
     topic = limited_topic(kit)
     sink = transactional_sink(kit)
     outcomes: dict[str, DeliveryError | None] = {}
@@ -75,6 +77,10 @@ def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit) ->
         sink.begin()
         sink.publish(topic, b"k", b"small", (), lambda error: outcomes.__setitem__("small", error))
         sink.publish(topic, b"k", TOO_LARGE, (), lambda error: outcomes.__setitem__("large", error))
+        deadline = time.monotonic() + 30.0
+        while polled and "large" not in outcomes and time.monotonic() < deadline:
+            sink.poll(0.1)
+        assert not polled or "large" in outcomes, "served by poll, before any commit"
         with pytest.raises(TransactionAborted):
             sink.commit({}, ("contract-group", "member"))
         sink.abort()
@@ -83,26 +89,4 @@ def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit) ->
     refused = outcomes["large"]
     assert refused is not None and not refused.retriable and not refused.collateral
     assert refused.message
-    assert kit.read_all(topic, 0) == [], "nothing of the aborted transaction is visible"
-
-
-def test_a_transactional_sink_serves_callbacks_on_poll_before_the_commit(kit: AdapterKit) -> None:
-    """As a MessageSink's: ``poll`` runs what is owed (here a refusal), and the transaction still cannot commit."""
-    topic = limited_topic(kit)
-    sink = transactional_sink(kit)
-    outcomes: dict[str, DeliveryError | None] = {}
-    try:
-        sink.prepare()
-        sink.begin()
-        sink.publish(topic, b"k", TOO_LARGE, (), lambda error: outcomes.__setitem__("large", error))
-        deadline = time.monotonic() + 30.0
-        while "large" not in outcomes and time.monotonic() < deadline:
-            sink.poll(0.1)
-        refused = outcomes.get("large")
-        assert refused is not None and not refused.retriable, "served by poll, before any commit"
-        with pytest.raises(TransactionAborted):
-            sink.commit({}, ("contract-group", "member"))
-        sink.abort()
-    finally:
-        sink.close()
     assert kit.read_all(topic, 0) == [], "nothing of the aborted transaction is visible"
