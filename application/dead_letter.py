@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from application.messages import ConsumedRecord, Headers
 from domain.outcomes import RejectReason
 
@@ -21,12 +23,22 @@ DLQ_HEADERS = (
     CONSUMER_GROUP, SOURCE_TIMESTAMP, SOURCE_TIMESTAMP_TYPE, EXCEPTION_CLASS,
 )  # fmt: skip
 
-# Reasons that come from the pipeline rather than from the domain's rules.
-PUBLISH_FAILED = "publish_failed"
-PROCESSING_ERROR = "processing_error"
 
-# Every reason code a dead letter can carry (``dlq replay --reason`` accepts exactly these).
-REASONS: tuple[str, ...] = (*(reason.value for reason in RejectReason), PUBLISH_FAILED, PROCESSING_ERROR)
+class PipelineReason(StrEnum):
+    """Reasons that come from the pipeline rather than from the domain's rules (``RejectReason``).
+
+    Stable codes, as RejectReason's: they travel in DLQ headers and metric labels, so never rename one.
+    """
+
+    PUBLISH_FAILED = "publish_failed"
+    PROCESSING_ERROR = "processing_error"
+
+
+# Every reason code a dead letter can carry (``dlq replay --reason`` accepts exactly these): the two enumerations.
+REASONS: tuple[str, ...] = tuple(reason.value for reason in (*RejectReason, *PipelineReason))
+# The pipeline's two codes as plain strings, for the callers that route records by them.
+PUBLISH_FAILED: str = PipelineReason.PUBLISH_FAILED.value
+PROCESSING_ERROR: str = PipelineReason.PROCESSING_ERROR.value
 
 _MAX_ERROR_BYTES = 1024
 

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from application import dead_letter
-from application.errors import SinkFull
 from application.loop import DrainCheck
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition, header_value
 from application.ports import Clock, GroupOffsets, MessageSink, MessageSource
@@ -167,12 +166,12 @@ def replay_dead_letters(
     dlq_topic: str,
     target_topic: str,
     *,
+    idle_timeout_s: float = 3.0,
     reason: str | None = None,
     positions: ReplayPositions | None = None,
     max_records: int | None = None,
     records_per_second: float | None = None,
     stop: threading.Event | None = None,
-    idle_timeout_s: float = 3.0,
     clock: Clock | None = None,
 ) -> ReplaySummary:
     """Re-publish dead letters batch by batch, committing each partition only up to what the broker acknowledged.
@@ -250,12 +249,7 @@ def _replay_batch(
             outcomes[index] = error
 
         outcomes[index] = DeliveryError("not acknowledged in time")
-        while True:
-            try:
-                sink.publish(target_topic, record.key, record.value, replay_headers(record), delivered)
-                break
-            except SinkFull:
-                sink.poll(0.05)
+        sink.publish_when_room(target_topic, record.key, record.value, replay_headers(record), delivered)
     sink.flush(_FLUSH_TIMEOUT_S)
     commit: dict[TopicPartition, int] = {}
     blocked: set[TopicPartition] = set()

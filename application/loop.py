@@ -6,16 +6,20 @@ import logging
 import random
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
+from typing import Generic, TypeVar
 
+from application import dead_letter
 from application.errors import BrokerUnavailable, UnsupportedOperation
 from application.health import HealthState
+from application.logs import ThrottledWarning
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition, record_bytes
-from application.ports import Clock, GroupView, MessageSource, Metrics, Tracer
+from application.ports import Clock, DeliverySink, GroupView, MessageSource, Metrics, Tracer
 from application.rate_limit import RateLimiter
-from application.routing import make_router
+from application.routing import Routed, make_router
 from application.settings import PipelineSettings
 from application.stats import PipelineStats
+from domain.model import format_processed_at
 from domain.processing import LoginEventProcessor
 
 log = logging.getLogger(__name__)
@@ -27,15 +31,21 @@ STALL_LOG_INTERVAL_S = 60.0
 _REMINDER_INTERVAL_S = 60.0
 
 
-class PipelineLoop(ABC):
+SinkT = TypeVar("SinkT", bound=DeliverySink)
+
+
+class PipelineLoop(ABC, Generic[SinkT]):
     """Subclasses decide what a batch means (``_handle``) and what must finish before stopping (``_finish``).
 
+    What both guarantees do alike lives here: construction, the accounting of stats and metrics,
+    dead-lettering a record the output refused (``publish_failed``), latency samples, closing.
     They are also the source's RebalanceListener (``on_assigned``/``on_revoked``).
     """
 
     def __init__(
         self,
         source: MessageSource,
+        sink: SinkT,
         processor: LoginEventProcessor,
         settings: PipelineSettings,
         *,
@@ -46,6 +56,7 @@ class PipelineLoop(ABC):
         tracer: Tracer | None = None,
     ) -> None:
         self._source = source
+        self._sink = sink
         self._settings = settings
         self._router = make_router(processor, settings, tracer)
         self._clock = clock or Clock()
@@ -62,6 +73,8 @@ class PipelineLoop(ABC):
         self._drain_check = DrainCheck(source)
         self._last_lag_report = 0.0
         self._outage = OutageReport(self._clock)
+        self._publish_failed = ThrottledWarning(log)
+        self._setup()
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -73,9 +86,6 @@ class PipelineLoop(ABC):
         """Called once on the way out, before the source and sink close."""
 
     @abstractmethod
-    def _close(self) -> None: ...
-
-    @abstractmethod
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None: ...
 
     @abstractmethod
@@ -84,7 +94,10 @@ class PipelineLoop(ABC):
     def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
         self.on_revoked(partitions)
 
-    def _serve(self) -> None:  # noqa: B027 - optional hook
+    def _setup(self) -> None:
+        """The subclass's own state, made at the end of construction."""
+
+    def _serve(self) -> None:
         """Work to do before each poll (acknowledgements, retries, flow control)."""
 
     def _batch_limit(self) -> int:
@@ -98,15 +111,61 @@ class PipelineLoop(ABC):
         """Nothing left in flight, so an idle timeout may stop the run."""
         return True
 
-    def _after_poll(self) -> None:  # noqa: B027 - optional hook
+    def _after_poll(self) -> None:
         """Periodic work after each poll (e.g. commits)."""
 
-    def _start(self) -> None:  # noqa: B027 - optional hook
+    def _start(self) -> None:
         """Work before subscribing (e.g. fencing a predecessor)."""
 
     def _producer_limit(self) -> int | None:
         """The largest record the sink's producer lets through, where known."""
-        return None
+        return self._sink.max_message_bytes()
+
+    def _close(self) -> None:
+        try:
+            self._source.close()
+        finally:
+            self._sink.close()
+
+    # -- what both guarantees count and report alike ----------------------------------------------
+
+    def _count_consumed(self, records: int) -> None:
+        self.stats.consumed += records
+        self._metrics.consumed(records)
+
+    def _count_finished(self, processed: int, dead_lettered: Mapping[str, int]) -> None:
+        """Records the broker took: ``processed`` on the output, the others on the DLQ by reason."""
+        if processed:
+            self.stats.processed += processed
+            self._metrics.processed(processed)
+        for reason, count in dead_lettered.items():
+            self.stats.dead_lettered[reason] += count
+            self._metrics.dead_lettered(reason, count)
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
+        self._metrics.retried(1)
+
+    def _count_commit(self, partitions: int) -> None:
+        self.stats.commits += 1
+        self._metrics.committed(partitions)
+
+    def _count_batch(self, started: float, records: int) -> None:
+        """A batch handled, ``started`` at that monotonic time."""
+        self._metrics.batch_processed(self._clock.monotonic() - started, records)
+
+    def _sample_latency(self, timestamp_ms: int) -> None:
+        """One end-to-end latency sample: from the input record's timestamp until now."""
+        self._metrics.end_to_end_latency(max(0.0, self._clock.now() - timestamp_ms / 1000.0))
+
+    def _dead_letter_refused_output(self, record: ConsumedRecord, error: DeliveryError, attempts: int) -> Routed:
+        """The dead letter (``publish_failed``) for a record the output refused for good or after every retry."""
+        self._publish_failed(
+            "output publish failed for %s[%d]@%d after %d attempt(s), dead-lettering: %s",
+            record.topic, record.partition, record.offset, attempts, error, record=record,
+        )  # fmt: skip
+        failed_at = format_processed_at(self._clock.now())
+        return self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
 
     def _check_message_limits(self) -> None:
         """Say once, at start, when the DLQ or the producer takes less than the input topic may hold."""

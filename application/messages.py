@@ -32,14 +32,6 @@ class ConsumedRecord:
     timestamp_type: str | None = None  # CREATE_TIME or LOG_APPEND_TIME, when the client says
 
 
-@dataclass(slots=True)
-class OutgoingRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = ()
-
-
 @dataclass(frozen=True, slots=True)
 class DeliveryError:
     """Why the broker did not take a record.

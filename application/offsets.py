@@ -67,6 +67,3 @@ class OffsetLedger:
                 ledger.retired = True
                 abandoned += len(ledger.pending)
         return abandoned
-
-    def in_flight(self) -> int:
-        return sum(len(ledger.pending) for ledger in self._partitions.values())

@@ -7,24 +7,19 @@ at any moment therefore re-delivers, and never loses, a record.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import random
 from collections import Counter
 from collections.abc import Sequence
 
-from application import dead_letter
 from application.errors import BrokerUnavailable, CommitFailed, SinkFull
-from application.health import HealthState
-from application.logs import ThrottledWarning, record_context
+from application.logs import record_context
 from application.loop import STALL_LOG_INTERVAL_S, PipelineLoop, describe, describe_stall
-from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
+from application.messages import ConsumedRecord, DeliveryError, TopicPartition
 from application.offsets import OffsetLedger, PartitionLedger
-from application.ports import Clock, MessageSink, MessageSource, Metrics, Tracer
-from application.settings import PipelineSettings
+from application.ports import MessageSink
+from application.retry import RetryQueue
+from application.routing import Routed
 from domain.model import format_processed_at
-from domain.processing import LoginEventProcessor
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +27,27 @@ _SERVE_S = 0.05
 
 
 class _Delivery:
-    """One input record on its way to the output or the DLQ; it is also its own delivery callback."""
+    """One input record on its way to the output or the DLQ (``routed``); it is also its own delivery callback."""
 
-    __slots__ = ("headers", "key", "ledger", "pipeline", "reason", "record", "retries", "timed", "topic", "value")
+    __slots__ = ("ledger", "pipeline", "plain", "record", "retries", "routed")
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        record: ConsumedRecord,
-        ledger: PartitionLedger,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        reason: str | None,
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, record: ConsumedRecord, ledger: PartitionLedger, routed: Routed) -> None:
+        # Headed for the output topic and no latency sample: the case the callback handles inline.
+        self.plain = routed.reason is None
         self.pipeline = pipeline
         self.record = record
         self.ledger = ledger
-        self.topic = topic
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.reason = reason  # None while headed for the output topic
+        self.routed = routed
         self.retries = 0
-        self.timed = False
+
+    @property
+    def timed(self) -> bool:
+        """Its acknowledgement is the batch's latency sample (see ``Pipeline._handle``)."""
+        return self.routed.reason is None and not self.plain
 
     def __call__(self, error: DeliveryError | None) -> None:
         # The success case inline: it runs once per record, and a method call more costs ~3% here.
-        if error is None and self.reason is None and not self.timed and not self.ledger.retired:
+        if error is None and self.plain and not self.ledger.retired:
             self.ledger.pending.discard(self.record.offset)
             pipeline = self.pipeline
             pipeline._in_flight -= 1
@@ -69,24 +56,8 @@ class _Delivery:
         self.pipeline._delivered(self, error)
 
 
-class Pipeline(PipelineLoop):
-    def __init__(
-        self,
-        source: MessageSource,
-        sink: MessageSink,
-        processor: LoginEventProcessor,
-        settings: PipelineSettings,
-        *,
-        clock: Clock | None = None,
-        metrics: Metrics | None = None,
-        health: HealthState | None = None,
-        rng: random.Random | None = None,
-        tracer: Tracer | None = None,
-    ) -> None:
-        super().__init__(
-            source, processor, settings, clock=clock, metrics=metrics, health=health, rng=rng, tracer=tracer
-        )
-        self._sink = sink
+class Pipeline(PipelineLoop[MessageSink]):
+    def _setup(self) -> None:
         self._ledger = OffsetLedger()
         self._in_flight = 0
         # Dead letters the DLQ refused, with the latest refusal: their partitions stop until they get through.
@@ -94,12 +65,10 @@ class Pipeline(PipelineLoop):
         self._stall_logged: dict[_Delivery, float] = {}  # when each one's ERROR line was last written
         self._held: set[TopicPartition] = set()  # partitions paused for a blocked dead letter
         self._paused = False
-        self._retries: list[tuple[float, int, _Delivery]] = []
-        self._retry_sequence = itertools.count()
+        self._retries: RetryQueue[_Delivery] = RetryQueue(self._clock)
         self._last_commit = self._clock.monotonic()
         self._acknowledged_dead: Counter[str] = Counter()
         self._acknowledged_processed = 0
-        self._publish_failed = ThrottledWarning(log)
 
     # -- loop hooks ----------------------------------------------------------------------------
 
@@ -119,9 +88,7 @@ class Pipeline(PipelineLoop):
         timeout = self._settings.poll_timeout_s
         if self._in_flight:
             timeout = min(timeout, _SERVE_S)  # do not sit on acknowledgements waiting for new input
-        if self._retries:
-            timeout = min(timeout, max(0.0, self._retries[0][0] - self._clock.monotonic()))
-        return timeout
+        return self._retries.wait_s(timeout)
 
     def _idle(self) -> bool:
         return not self._in_flight
@@ -141,15 +108,6 @@ class Pipeline(PipelineLoop):
         self._report()
         self._commit(asynchronous=False)
 
-    def _producer_limit(self) -> int | None:
-        return self._sink.max_message_bytes()
-
-    def _close(self) -> None:
-        try:
-            self._source.close()
-        finally:
-            self._sink.close()
-
     # -- processing ---------------------------------------------------------------------------
 
     def _handle(self, records: list[ConsumedRecord]) -> None:
@@ -160,6 +118,7 @@ class Pipeline(PipelineLoop):
         ledger: PartitionLedger | None = None
         ledger_key: tuple[str, int] | None = None
         delivery: _Delivery | None = None
+        publish = self._sink.publish
         for record in records:
             key = (record.topic, record.partition)
             if key != ledger_key:
@@ -167,26 +126,25 @@ class Pipeline(PipelineLoop):
             assert ledger is not None
             ledger.track(record.offset)
             routed = route(record, processed_at)
-            delivery = _Delivery(
-                self, record, ledger, routed.topic, routed.key, routed.value, routed.headers, routed.reason
-            )
+            delivery = _Delivery(self, record, ledger, routed)
             self._in_flight += 1
-            self._publish(delivery)
-        if delivery is not None and delivery.reason is None and delivery.record.timestamp_ms is not None:
-            delivery.timed = True  # one latency sample per batch: per-record histograms cost more than they tell
-        self.stats.consumed += len(records)
-        self._metrics.consumed(len(records))
-        self._metrics.batch_processed(self._clock.monotonic() - started, len(records))
+            try:
+                publish(routed.topic, routed.key, routed.value, routed.headers, delivery)
+            except SinkFull:
+                self._publish(delivery)
+        if delivery is not None and delivery.plain and delivery.record.timestamp_ms is not None:
+            delivery.plain = False  # timed: one latency sample per batch (per-record histograms cost more)
+        self._count_consumed(len(records))
+        self._count_batch(started, len(records))
 
     def _publish(self, delivery: _Delivery) -> None:
-        while True:
-            try:
-                self._sink.publish(delivery.topic, delivery.key, delivery.value, delivery.headers, delivery)
-                return
-            except SinkFull:
-                # Producer queue full: stop fetching until it drains; the record in hand waits its turn.
-                self._pause()
-                self._sink.poll(_SERVE_S)
+        """Queue the record, waiting for room while the producer's queue is full (fetching paused meanwhile)."""
+        routed = delivery.routed
+        self._sink.publish_when_room(routed.topic, routed.key, routed.value, routed.headers, delivery, self._queue_full)
+
+    def _queue_full(self) -> bool:
+        self._pause()  # stop fetching until the queue drains; the record in hand waits its turn
+        return True
 
     # -- acknowledgements and retries ----------------------------------------------------------
 
@@ -197,13 +155,13 @@ class Pipeline(PipelineLoop):
         if error is None:
             ledger.pending.discard(delivery.record.offset)
             self._in_flight -= 1
-            if delivery.reason is None:
+            reason = delivery.routed.reason
+            if reason is None:
                 self._acknowledged_processed += 1
                 if delivery.timed:
-                    stamp = delivery.record.timestamp_ms or 0
-                    self._metrics.end_to_end_latency(max(0.0, self._clock.now() - stamp / 1000.0))
+                    self._sample_latency(delivery.record.timestamp_ms or 0)
             else:
-                self._acknowledged_dead[delivery.reason] += 1
+                self._acknowledged_dead[reason] += 1
                 if self._blocked_dead_letters.pop(delivery, None) is not None:
                     self._stall_logged.pop(delivery, None)
                     record = delivery.record
@@ -215,19 +173,12 @@ class Pipeline(PipelineLoop):
             return
         delivery.retries += 1
         record = delivery.record
-        if delivery.reason is None:
+        if delivery.routed.reason is None:
             if error.retriable and not self._settings.retry.exhausted(delivery.retries):
                 self._schedule_retry(delivery)
                 return
-            self._publish_failed(
-                "output publish failed for %s[%d]@%d after %d attempt(s), dead-lettering: %s",
-                record.topic, record.partition, record.offset, delivery.retries, error, record=record,
-            )  # fmt: skip
-            failed_at = format_processed_at(self._clock.now())
-            routed = self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
-            self._publish(
-                _Delivery(self, record, ledger, routed.topic, routed.key, routed.value, routed.headers, routed.reason)
-            )
+            routed = self._dead_letter_refused_output(record, error, delivery.retries)
+            self._publish(_Delivery(self, record, ledger, routed))
             return
         # The DLQ itself refused the record: never drop it, never commit past it; stop its partition
         # (the others keep flowing) and keep trying, so that it resumes once the DLQ takes the record.
@@ -254,8 +205,9 @@ class Pipeline(PipelineLoop):
         return sum(1 for error in self._blocked_dead_letters.values() if not error.retriable)
 
     def _stall_text(self, delivery: _Delivery, error: DeliveryError) -> str:
+        routed = delivery.routed
         return describe_stall(
-            delivery.record, delivery.topic, delivery.key, delivery.value, delivery.headers, error,
+            delivery.record, routed.topic, routed.key, routed.value, routed.headers, error,
             self._settings.dlq_max_message_bytes, self._producer_limit(),
         )  # fmt: skip
 
@@ -281,15 +233,11 @@ class Pipeline(PipelineLoop):
         self._metrics.stalled_partitions(len(for_good))
 
     def _schedule_retry(self, delivery: _Delivery) -> None:
-        delay = self._settings.retry.backoff(delivery.retries, self._rng)
-        heapq.heappush(self._retries, (self._clock.monotonic() + delay, next(self._retry_sequence), delivery))
-        self.stats.retries += 1
-        self._metrics.retried(1)
+        self._retries.push(self._settings.retry.backoff(delivery.retries, self._rng), delivery)
+        self._count_retry()
 
     def _publish_due_retries(self) -> None:
-        now = self._clock.monotonic()
-        while self._retries and self._retries[0][0] <= now:
-            _, _, delivery = heapq.heappop(self._retries)
+        for delivery in self._retries.due():
             if not delivery.ledger.retired:
                 self._publish(delivery)
 
@@ -316,14 +264,9 @@ class Pipeline(PipelineLoop):
         self._paused = False
 
     def _report(self) -> None:
-        if self._acknowledged_processed:
-            self.stats.processed += self._acknowledged_processed
-            self._metrics.processed(self._acknowledged_processed)
+        if self._acknowledged_processed or self._acknowledged_dead:
+            self._count_finished(self._acknowledged_processed, self._acknowledged_dead)
             self._acknowledged_processed = 0
-        if self._acknowledged_dead:
-            for reason, count in self._acknowledged_dead.items():
-                self.stats.dead_lettered[reason] += count
-                self._metrics.dead_lettered(reason, count)
             self._acknowledged_dead.clear()
         self._metrics.in_flight(self._in_flight)
         self._metrics.paused_partitions(len(self._assigned) if self._paused else len(self._held))
@@ -346,8 +289,7 @@ class Pipeline(PipelineLoop):
             log.warning("commit failed, the next one will cover it: %s", error)
             return
         self._ledger.mark_committed(offsets)
-        self.stats.commits += 1
-        self._metrics.committed(len(offsets))
+        self._count_commit(len(offsets))
 
     def _drain(self, timeout_s: float) -> bool:
         """Serve acknowledgements and due retries until nothing is in flight or time runs out.
@@ -360,10 +302,7 @@ class Pipeline(PipelineLoop):
             if remaining <= 0:
                 return False
             self._publish_due_retries()
-            wait = min(remaining, _SERVE_S)
-            if self._retries:
-                wait = min(wait, max(0.0, self._retries[0][0] - self._clock.monotonic()))
-            self._sink.poll(wait)
+            self._sink.poll(self._retries.wait_s(min(remaining, _SERVE_S)))
         return True
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:

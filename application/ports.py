@@ -8,10 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from application.errors import InvalidConfiguration, PipelineError, UnsupportedOperation
+from application.errors import InvalidConfiguration, PipelineError, SinkFull, UnsupportedOperation
 from application.messages import ConsumedRecord, DeliveryError, Headers, TopicPartition
 
 DeliveryCallback = Callable[[DeliveryError | None], None]
+
+# How long one wait for room in a full producer queue serves acknowledgements (DeliverySink.publish_when_room).
+ROOM_WAIT_S = 0.05
 
 
 class RebalanceListener(Protocol):
@@ -112,19 +115,18 @@ class MessageSource(ABC):
         raise UnsupportedOperation(f"{type(self).__name__} cannot rewind")
 
 
-class MessageSink(ABC):
-    """A producer that reports each record's fate through a callback.
+class DeliverySink(ABC):
+    """A producer that reports each record's fate through a callback, served by ``poll``: what both sinks share.
 
-    Raises SinkFull from ``publish``; NotAuthorized or FatalBrokerError from ``poll``/``flush`` once the
-    producer cannot continue (e.g. the principal may not write idempotently); InvalidConfiguration
-    from the constructor. A refused record is a DeliveryError passed to its callback, never raised.
+    Raises SinkFull from ``publish``; each subclass names what else it raises. A refused record is a
+    DeliveryError passed to its callback, never raised.
     """
 
     @abstractmethod
     def publish(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
     ) -> None:
-        """Queue one record; raises SinkFull when the local queue has no room.
+        """Queue one record; raises SinkFull when the local queue has no room (see ``publish_when_room``).
 
         ``on_delivery`` runs later, on the caller's thread, from ``poll`` or ``flush``,
         with None once the broker has the record or a DeliveryError. A record the client
@@ -135,11 +137,7 @@ class MessageSink(ABC):
 
     @abstractmethod
     def poll(self, timeout_s: float) -> None:
-        """Serve pending delivery callbacks."""
-
-    @abstractmethod
-    def flush(self, timeout_s: float) -> bool:
-        """Wait for every queued record's callback; True when none is left."""
+        """Serve pending delivery callbacks, waiting at most ``timeout_s`` for one to arrive."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -147,6 +145,44 @@ class MessageSink(ABC):
     def max_message_bytes(self) -> int | None:
         """The largest record the producer itself lets through, where the adapter knows it."""
         return None
+
+    def publish_when_room(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        on_delivery: DeliveryCallback,
+        waiting: Callable[[], bool] | None = None,
+    ) -> bool:
+        """``publish``, and while the producer's queue is full, make room and try again: the one answer to SinkFull.
+
+        Room comes from acknowledgements, so the wait is ``poll``: it serves them, and returns as soon as
+        one arrives. Before each wait ``waiting()`` runs (to pause fetching, or to give up: False stops
+        trying and returns False). The at-least-once per-record path calls ``publish`` itself, and this
+        only on SinkFull: one call less per record.
+        """
+        while True:
+            try:
+                self.publish(topic, key, value, headers, on_delivery)
+                return True
+            except SinkFull:
+                if waiting is not None and not waiting():
+                    return False
+                self.poll(ROOM_WAIT_S)
+
+
+class MessageSink(DeliverySink):
+    """A producer whose records the broker takes one by one.
+
+    Raises SinkFull from ``publish``; NotAuthorized or FatalBrokerError from ``poll``/``flush`` once the
+    producer cannot continue (e.g. the principal may not write idempotently); InvalidConfiguration
+    from the constructor.
+    """
+
+    @abstractmethod
+    def flush(self, timeout_s: float) -> bool:
+        """Wait for every queued record's callback; True when none is left."""
 
     def problem(self) -> PipelineError | None:
         """Why the cluster cannot be used now, when the client knows: a refused login, a TLS failure, a
@@ -253,11 +289,16 @@ class GroupOffsets(ABC):
         """Release the client's connections."""
 
 
-class TransactionalSink(ABC):
+class TransactionalSink(DeliverySink):
     """A producer that writes a batch of records and the input offsets they consume atomically.
 
-    Raises TransactionAborted (retry the batch), CommitFailed, BrokerUnavailable (or its subclasses),
-    NotAuthorized (e.g. on the transactional id), FatalBrokerError (fenced), InvalidConfiguration.
+    Records are published and their callbacks served (``poll``) as by a MessageSink; one becomes visible
+    to read_committed consumers only on commit. A transaction with a record the client refused to
+    queue does not commit: ``commit`` raises TransactionAborted once that record's callback has said why.
+
+    Raises SinkFull from ``publish``, TransactionAborted (retry the batch), CommitFailed, BrokerUnavailable
+    (or its subclasses), NotAuthorized (e.g. on the transactional id), FatalBrokerError (fenced),
+    InvalidConfiguration.
     """
 
     @abstractmethod
@@ -273,28 +314,11 @@ class TransactionalSink(ABC):
     def begin(self) -> None: ...
 
     @abstractmethod
-    def publish(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
-    ) -> None:
-        """As MessageSink.publish; a record becomes visible to read_committed consumers only on commit.
-
-        A transaction with a record the client refused to queue does not commit: ``commit`` raises
-        TransactionAborted once that record's callback has said why.
-        """
-
-    @abstractmethod
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
         """Commit records and offsets together; TransactionAborted means abort and retry, FatalBrokerError stop."""
 
     @abstractmethod
     def abort(self) -> None: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    def max_message_bytes(self) -> int | None:
-        """The largest record the producer itself lets through, where the adapter knows it."""
-        return None
 
 
 class Waitable(Protocol):
@@ -328,37 +352,37 @@ class Metrics:
     """Observations the pipeline reports, in batches so the hot path stays cheap; the base ignores them."""
 
     def consumed(self, count: int) -> None:
-        pass
+        """Records read from the input topic."""
 
     def processed(self, count: int) -> None:
-        pass
+        """Records the output topic acknowledged."""
 
     def dead_lettered(self, reason: str, count: int) -> None:
-        pass
+        """Records the DLQ acknowledged, by reason code."""
 
     def retried(self, count: int) -> None:
-        pass
+        """Publishes (at-least-once) or whole transactions (exactly-once) tried again."""
 
     def committed(self, count: int) -> None:
-        pass
+        """Partition offsets one commit stored."""
 
     def batch_processed(self, seconds: float, records: int) -> None:
-        pass
+        """How long one polled batch took to handle."""
 
     def end_to_end_latency(self, seconds: float) -> None:
-        pass
+        """An input record's timestamp to its output's acknowledgement, one record a batch."""
 
     def in_flight(self, count: int) -> None:
-        pass
+        """Consumed records not yet acknowledged, now."""
 
     def paused_partitions(self, count: int) -> None:
-        pass
+        """Partitions not fetched now: backpressure, or a dead letter the DLQ refuses."""
 
     def stalled_partitions(self, count: int) -> None:
         """Partitions stopped at a dead letter the DLQ refuses for good."""
 
     def consumer_lag(self, partition: TopicPartition, lag: int) -> None:
-        pass
+        """Records between this member's position and the partition's end."""
 
 
 class RecordSpan(Protocol):

@@ -6,12 +6,10 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from application.errors import SinkFull
 from application.messages import DeliveryError
 from application.ports import Clock, MessageSink
 from application.rate_limit import RateLimiter
 
-_SERVE_S = 0.05
 _FLUSH_TIMEOUT_S = 60.0
 _SERVE_EVERY = 1_000  # records between two deliveries of acknowledgements
 
@@ -68,15 +66,7 @@ def publish_all(
             break
         if limiter is not None and allowance == 0:
             allowance = limiter.acquire(1_000)
-        while True:
-            try:
-                sink.publish(topic, key, value, (), delivered)
-                break
-            except SinkFull:
-                sink.poll(_SERVE_S)
-                if progress.stalled():
-                    break
-        if summary.gave_up:
+        if not sink.publish_when_room(topic, key, value, (), delivered, progress.flowing):
             break
         summary.sent += 1
         allowance = max(0, allowance - 1)
@@ -107,6 +97,10 @@ class _Progress:
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - self._clock.monotonic())
+
+    def flowing(self) -> bool:
+        """While the producer's queue is full: whether to wait on for room (False once ``stalled``)."""
+        return not self.stalled()
 
     def stalled(self) -> bool:
         summary = self._summary

@@ -9,22 +9,17 @@ attempt of the same transaction, so a bad record never blocks the stream.
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from collections.abc import Sequence
 from enum import Enum
 
-from application import dead_letter
-from application.errors import BrokerUnavailable, CommitFailed, SinkFull, TransactionAborted
-from application.health import HealthState
-from application.logs import ThrottledWarning, record_context
+from application.errors import BrokerUnavailable, CommitFailed, TransactionAborted
+from application.logs import record_context
 from application.loop import STALL_LOG_INTERVAL_S, PipelineLoop, describe, describe_stall
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition
-from application.ports import Clock, MessageSource, Metrics, Tracer, TransactionalSink
+from application.ports import TransactionalSink
 from application.routing import Routed
-from application.settings import PipelineSettings
 from domain.model import format_processed_at
-from domain.processing import LoginEventProcessor
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +45,11 @@ class _Stall:
         self.retry_at = retry_at
 
 
-class TransactionalPipeline(PipelineLoop):
-    def __init__(
-        self,
-        source: MessageSource,
-        sink: TransactionalSink,
-        processor: LoginEventProcessor,
-        settings: PipelineSettings,
-        *,
-        clock: Clock | None = None,
-        metrics: Metrics | None = None,
-        health: HealthState | None = None,
-        rng: random.Random | None = None,
-        tracer: Tracer | None = None,
-    ) -> None:
-        super().__init__(
-            source, processor, settings, clock=clock, metrics=metrics, health=health, rng=rng, tracer=tracer
-        )
-        self._sink = sink
+class TransactionalPipeline(PipelineLoop[TransactionalSink]):
+    def _setup(self) -> None:
         self.transactions = 0
         self.aborts = 0
         self._failures: dict[int, DeliveryError] = {}  # index in the batch -> why the last attempt lost it
-        self._publish_failed = ThrottledWarning(log)
         self._stalls: dict[TopicPartition, _Stall] = {}  # partitions stopped at a dead letter refused for good
         self._released: set[TopicPartition] = set()  # revoked while stopped (and so perhaps still paused)
 
@@ -88,14 +66,14 @@ class TransactionalPipeline(PipelineLoop):
             partition = TopicPartition(record.topic, record.partition)
             first.setdefault(partition, record.offset)
             after[partition] = record.offset + 1
-        self.stats.consumed += len(records)
-        self._metrics.consumed(len(records))
-        attempt = 0
+        self._count_consumed(len(records))
+        attempt = 0  # the batch's failed attempts: each record's count of tries
+        unchanged = 0  # failed attempts since the batch last changed: what the backoff grows with
         while (result := self._commit_batch(routed, after)) is not _Attempt.COMMITTED:
             attempt += 1
+            unchanged += 1
             self.aborts += 1
-            self.stats.retries += 1
-            self._metrics.retried(1)
+            self._count_retry()
             if result is _Attempt.GROUP_MOVED_ON or self._stop.is_set():
                 # Nothing of this batch was committed, so reading it again (here after the consumer
                 # rejoins its group, or at the partitions' new owner) keeps every record exactly once.
@@ -109,16 +87,20 @@ class TransactionalPipeline(PipelineLoop):
                 records, routed, after = self._stop_partitions(stopped, records, routed, after)
                 if not records:
                     return
+                unchanged = 0
                 continue
-            self._clock.wait(self._stop, self._settings.retry.backoff(attempt, self._rng))
-            self._dead_letter_hopeless(records, routed, attempt)
+            if self._dead_letter_hopeless(records, routed, attempt):
+                # Progress: the next attempt is not the one that failed, so its wait starts from the base
+                # again. A growing wait would make an output refusing record after record crawl.
+                unchanged = 1
+            self._clock.wait(self._stop, self._settings.retry.backoff(unchanged, self._rng))
         self._count(routed)
         if self._stalls:
             self._clear_stalls(after)
-        self._metrics.batch_processed(self._clock.monotonic() - started, len(records))
+        self._count_batch(started, len(records))
         stamp = records[-1].timestamp_ms
         if stamp is not None:
-            self._metrics.end_to_end_latency(max(0.0, self._clock.now() - stamp / 1000.0))
+            self._sample_latency(stamp)
 
     def _commit_batch(self, routed: list[Routed], offsets: dict[TopicPartition, int]) -> _Attempt:
         """One attempt; after an abort, the records that failed are noted on ``self._failures``."""
@@ -137,8 +119,7 @@ class TransactionalPipeline(PipelineLoop):
             self._abort()
             return _Attempt.GROUP_MOVED_ON
         self.transactions += 1
-        self.stats.commits += 1
-        self._metrics.committed(len(offsets))
+        self._count_commit(len(offsets))
         return _Attempt.COMMITTED
 
     def _publish(self, index: int, item: Routed) -> None:
@@ -146,27 +127,22 @@ class TransactionalPipeline(PipelineLoop):
             if error is not None:
                 self._failures[index] = error
 
-        while True:
-            try:
-                self._sink.publish(item.topic, item.key, item.value, item.headers, delivered)
-                return
-            except SinkFull:
-                self._clock.wait(self._stop, 0.01)
+        self._sink.publish_when_room(item.topic, item.key, item.value, item.headers, delivered)
 
-    def _dead_letter_hopeless(self, records: list[ConsumedRecord], routed: list[Routed], attempt: int) -> None:
-        """Route to the DLQ, for the next attempt, outputs that cannot succeed or have used up their retries."""
+    def _dead_letter_hopeless(self, records: list[ConsumedRecord], routed: list[Routed], attempt: int) -> int:
+        """Route to the DLQ, for the next attempt, outputs that cannot succeed or have used up their retries.
+
+        Returns how many it routed there.
+        """
         retry = self._settings.retry
-        failed_at = format_processed_at(self._clock.now())
+        hopeless = 0
         for index, error in self._failures.items():
             if error.collateral:
                 continue  # swept away by the abort: it says nothing about this record
             if routed[index].reason is None and (not error.retriable or retry.exhausted(attempt)):
-                record = records[index]
-                self._publish_failed(
-                    "output publish failed for %s[%d]@%d, dead-lettering: %s",
-                    record.topic, record.partition, record.offset, error, record=record,
-                )  # fmt: skip
-                routed[index] = self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
+                routed[index] = self._dead_letter_refused_output(records[index], error, attempt)
+                hopeless += 1
+        return hopeless
 
     def _refused_dead_letters(self, records: list[ConsumedRecord], routed: list[Routed]) -> dict[TopicPartition, int]:
         """Partition -> index of its first dead letter the last attempt had refused for good."""
@@ -263,12 +239,7 @@ class TransactionalPipeline(PipelineLoop):
 
     def _count(self, routed: list[Routed]) -> None:
         dead: Counter[str] = Counter(item.reason for item in routed if item.reason is not None)
-        processed = len(routed) - sum(dead.values())
-        self.stats.processed += processed
-        self._metrics.processed(processed)
-        for reason, count in dead.items():
-            self.stats.dead_lettered[reason] += count
-            self._metrics.dead_lettered(reason, count)
+        self._count_finished(len(routed) - sum(dead.values()), dead)
 
     def _start(self) -> None:
         try:
@@ -278,15 +249,6 @@ class TransactionalPipeline(PipelineLoop):
 
     def _finish(self) -> None:
         """Nothing is ever in flight between batches: each one committed or aborted before the next poll."""
-
-    def _producer_limit(self) -> int | None:
-        return self._sink.max_message_bytes()
-
-    def _close(self) -> None:
-        try:
-            self._source.close()
-        finally:
-            self._sink.close()
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         self._track_assignment(partitions, ())

@@ -52,9 +52,6 @@ class LoginEvent:
         value = self.fields.get("user_id")
         return value if type(value) is str else None
 
-    def as_dict(self) -> dict[str, object]:
-        return dict(self.fields)
-
 
 def format_processed_at(epoch_seconds: float) -> str:
     """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix, e.g. ``2026-11-26T18:25:54.123Z``."""

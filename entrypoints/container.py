@@ -201,7 +201,7 @@ class Container(containers.DeclarativeContainer):
         "at-least-once": providers.Factory(Pipeline, source=source, sink=sink, **_use_case),
         "exactly-once": providers.Factory(TransactionalPipeline, source=source, sink=transactional_sink, **_use_case),
     }
-    pipeline: providers.Selector[PipelineLoop] = providers.Selector(
+    pipeline: providers.Selector[PipelineLoop[Any]] = providers.Selector(
         settings.provided.processing_guarantee, **guarantees
     )
 

@@ -26,7 +26,6 @@ from application.errors import (
     CommitFailed,
     FatalBrokerError,
     InvalidConfiguration,
-    SinkFull,
     TransactionAborted,
 )
 from application.messages import Headers, TopicPartition
@@ -150,12 +149,15 @@ class ConfluentTransactionalSink(TransactionalSink):
     ) -> None:
         try:
             produce(self._producer, topic, key, value, headers, on_delivery, self._refusals)
-        except SinkFull:
-            self._producer.poll(0.05)  # nobody else serves this producer's queue during a transaction
-            raise
         except KafkaException as exception:
             # e.g. _STATE: an earlier failure left the transaction needing an abort before anything else.
             raise self._failure(exception) from None
+
+    def poll(self, timeout_s: float) -> None:
+        if self._refusals:
+            self._refusals.serve()
+            timeout_s = 0.0  # the caller has callbacks to act on now
+        self._producer.poll(timeout_s)
 
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
         if self._refusals.since_start:

@@ -59,7 +59,7 @@ from adapters.kafka_python.sink import (
     with_message_limit,
 )
 from adapters.watchdog import Hung, bounded
-from application.errors import BrokerUnavailable, CommitFailed, FatalBrokerError, SinkFull, TransactionAborted
+from application.errors import BrokerUnavailable, CommitFailed, FatalBrokerError, TransactionAborted
 from application.messages import Headers, TopicPartition
 from application.ports import DeliveryCallback, TransactionalSink
 
@@ -189,12 +189,12 @@ class KafkaPythonTransactionalSink(TransactionalSink):
     ) -> None:
         if self._deliveries is None or not self._open:
             raise RuntimeError("publish outside a transaction")
-        try:
-            self._deliveries.send(topic, key, value, headers, on_delivery)
-        except SinkFull:
-            self._deliveries.wait(0.05)  # the caller just retries: let completed records make room
+        self._deliveries.send(topic, key, value, headers, on_delivery)
+
+    def poll(self, timeout_s: float) -> None:
+        if self._deliveries is not None:
+            self._deliveries.wait(timeout_s)  # completed records make room once their callbacks are served
             self._deliveries.serve()
-            raise
 
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
         if self._deliveries is None or not self._open:

@@ -43,6 +43,10 @@ class InMemoryTransactionalSink(TransactionalSink):
             return
         self._pending.append((topic, key, value, headers, on_delivery))
 
+    def poll(self, timeout_s: float) -> None:
+        """Only refusals are owed before ``commit``: the broker takes (or fails) the records there."""
+        self._refusals.serve()
+
     def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
         if self._pending is None:
             raise RuntimeError("commit outside a transaction")

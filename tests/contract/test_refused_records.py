@@ -8,6 +8,7 @@ client's text, and raise nothing; a transaction holding it must not commit.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -47,7 +48,9 @@ def test_a_record_the_producer_refuses_is_reported_through_its_callback(kit: Ada
     assert [r.value for r in kit.read_all(topic, 1)] == [b"small"]
 
 
-def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit) -> None:
+@pytest.mark.parametrize("polled", [False, True], ids=["commit-at-once", "polled-first"])
+def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit, polled: bool) -> None:
+    """Polled first, the sink serves the refusal then, as a MessageSink's poll would: the commit still fails."""
     topic = limited_topic(kit)
     sink = kit.transactional_sink(f"contract-{uuid.uuid4().hex[:8]}")
     outcomes: dict[str, DeliveryError | None] = {}
@@ -56,6 +59,10 @@ def test_a_transaction_with_a_refused_record_does_not_commit(kit: AdapterKit) ->
         sink.begin()
         sink.publish(topic, b"k", b"small", (), lambda error: outcomes.__setitem__("small", error))
         sink.publish(topic, b"k", TOO_LARGE, (), lambda error: outcomes.__setitem__("large", error))
+        deadline = time.monotonic() + 30.0
+        while polled and "large" not in outcomes and time.monotonic() < deadline:
+            sink.poll(0.1)
+        assert not polled or "large" in outcomes, "served by poll, before any commit"
         with pytest.raises(TransactionAborted):
             sink.commit({}, ("contract-group", "member"))
         sink.abort()

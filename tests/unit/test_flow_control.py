@@ -1,12 +1,15 @@
-"""Retry backoff, rate limiting and the offset ledger: the arithmetic behind the guarantees."""
+"""Retry backoff and queue, waiting out a full producer queue, rate limiting and the offset ledger."""
 
 import random
 
 import pytest
 
+from application.errors import SinkFull
+from application.messages import Headers
 from application.offsets import OffsetLedger
+from application.ports import ROOM_WAIT_S, DeliveryCallback, MessageSink
 from application.rate_limit import RateLimiter
-from application.retry import RetryPolicy
+from application.retry import RetryPolicy, RetryQueue
 from tests.fakes import FakeClock
 
 
@@ -76,3 +79,68 @@ def test_retired_ledgers_are_forgotten_and_report_what_was_abandoned() -> None:
     assert ledger.retire({("t", 0)}) == 1
     assert old.retired
     assert ledger.partition("t", 0) is not old
+
+
+class RoomAfterPolls(MessageSink):
+    """A producer queue that is full until ``polls`` polls have served acknowledgements; time passes in poll."""
+
+    def __init__(self, clock: FakeClock, polls: int) -> None:
+        self._clock = clock
+        self._full_for = polls
+        self.polled: list[float] = []
+        self.published: list[bytes | None] = []
+
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        if len(self.polled) < self._full_for:
+            raise SinkFull("queue full")
+        self.published.append(value)
+
+    def poll(self, timeout_s: float) -> None:
+        self.polled.append(timeout_s)
+        self._clock.advance(timeout_s)
+
+    def flush(self, timeout_s: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_full_queue_is_waited_out_by_serving_acknowledgements() -> None:
+    clock = FakeClock()
+    sink = RoomAfterPolls(clock, polls=3)
+    asked: list[float] = []
+
+    def waiting() -> bool:
+        asked.append(clock.monotonic())
+        return True
+
+    assert sink.publish_when_room("t", None, b"v", (), lambda error: None, waiting)
+    assert sink.published == [b"v"]
+    assert sink.polled == [ROOM_WAIT_S] * 3  # each wait serves acknowledgements, bounded
+    assert asked == pytest.approx([1000.0, 1000.0 + ROOM_WAIT_S, 1000.0 + 2 * ROOM_WAIT_S])  # before each wait
+
+
+def test_a_full_queue_wait_ends_when_the_caller_gives_up() -> None:
+    sink = RoomAfterPolls(FakeClock(), polls=100)
+    answers = iter([True, True, False])
+    assert not sink.publish_when_room("t", None, b"v", (), lambda error: None, lambda: next(answers))
+    assert sink.published == [] and len(sink.polled) == 2
+
+
+def test_the_retry_queue_hands_out_what_is_due_soonest_first() -> None:
+    clock = FakeClock()
+    queue: RetryQueue[str] = RetryQueue(clock)
+    assert not queue and queue.wait_s(0.5) == 0.5
+    queue.push(2.0, "late")
+    queue.push(1.0, "early")
+    queue.push(1.0, "early too")  # same due time: kept in push order
+    assert queue.wait_s(5.0) == pytest.approx(1.0) and queue.wait_s(0.25) == 0.25
+    assert list(queue.due()) == []
+    clock.advance(1.0)
+    assert list(queue.due()) == ["early", "early too"]
+    assert queue.wait_s(5.0) == pytest.approx(1.0)
+    clock.advance(3.0)
+    assert queue.wait_s(5.0) == 0.0 and list(queue.due()) == ["late"] and not queue

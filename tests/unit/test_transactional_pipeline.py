@@ -1,6 +1,7 @@
 """The exactly-once pipeline on the in-memory broker's transactions."""
 
 import json
+import random
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -8,8 +9,9 @@ from typing import Any
 from adapters.generator import LoginGenerator
 from adapters.memory import InMemoryBroker, InMemorySource, InMemoryTransactionalSink
 from application import dead_letter
-from application.messages import TopicPartition, header_value
-from application.ports import Metrics
+from application.errors import SinkFull, TransactionAborted
+from application.messages import DeliveryError, Headers, TopicPartition, header_value
+from application.ports import DeliveryCallback, Metrics
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
 from application.transactional import TransactionalPipeline
@@ -157,3 +159,113 @@ def test_a_commit_refused_because_the_group_moved_on_rewinds_and_reads_the_batch
     values = [r.value for r in broker.records(OUT)] + [r.value for r in broker.records(DLQ)]
     assert len(values) == 30 == len(set(values))
     assert broker.committed("g", TopicPartition(IN, 0)) == 30
+
+
+class RefusesOneOutputPerAttempt(InMemoryTransactionalSink):
+    """An output topic that refuses every record, one per transaction: the rest of it is swept away as
+    collateral, as kafka-python reports a transaction with a refused record."""
+
+    def __init__(self, broker: InMemoryBroker) -> None:
+        super().__init__(broker)
+        self._outputs: list[DeliveryCallback] = []
+
+    def begin(self) -> None:
+        super().begin()
+        self._outputs = []
+
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        if topic == OUT:
+            self._outputs.append(on_delivery)
+        else:
+            super().publish(topic, key, value, headers, on_delivery)
+
+    def commit(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        if self._outputs:
+            first, *rest = self._outputs
+            first(DeliveryError("record too large for the output", retriable=False))
+            for callback in rest:
+                callback(DeliveryError("aborted with a refused record", collateral=True))
+            raise TransactionAborted("a record of the transaction was refused")
+        super().commit(offsets, group_metadata)
+
+
+class Ceilings(random.Random):
+    """Jitter that always waits the longest allowed, and remembers each backoff's ceiling."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.asked: list[float] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.asked.append(b)
+        return b
+
+
+def test_an_attempt_that_dead_letters_records_starts_the_backoff_again() -> None:
+    """One record dead-lettered per attempt is progress: each wait stays at the base instead of growing."""
+    records, base = 50, 0.1
+    broker = broker_with(0, partitions=1)
+    for _ in range(records):
+        broker.append(IN, None, json.dumps(GOOD).encode())
+    settings = PipelineSettings(poll_timeout_s=0.01, transaction_size=records, retry=RetryPolicy(5, base, 10.0))
+    sink, rng = RefusesOneOutputPerAttempt(broker), Ceilings()
+    source = InMemorySource(broker, "g")
+    pipeline = TransactionalPipeline(source, sink, LoginEventProcessor(), settings, clock=broker.clock, rng=rng)
+    started = broker.clock.monotonic()
+    stats = pipeline.run(max_messages=records)
+    assert rng.asked == [base] * records  # growing, they would have reached the 10 s ceiling at the 8th attempt
+    assert broker.clock.monotonic() - started < records * base + 1.0
+    assert sink.aborted_transactions == records  # one attempt per refused record, then the commit
+    assert stats.dead_lettered == {"publish_failed": records}
+    assert len(broker.records(DLQ)) == records and broker.records(OUT) == []
+    assert broker.committed("g", TopicPartition(IN, 0)) == records
+
+
+def test_attempts_without_progress_wait_longer_each_time() -> None:
+    """A transient refusal that changes nothing still backs off exponentially."""
+    broker = broker_with(0, partitions=1)
+    broker.append(IN, None, json.dumps(GOOD).encode())
+    broker.fail_publishes(OUT, count=4)  # the first four attempts fail, the fifth goes through
+    settings = PipelineSettings(poll_timeout_s=0.01, retry=RetryPolicy(5, 1.0, 100.0))
+    sink, rng = InMemoryTransactionalSink(broker), Ceilings()
+    source = InMemorySource(broker, "g")
+    pipeline = TransactionalPipeline(source, sink, LoginEventProcessor(), settings, clock=broker.clock, rng=rng)
+    pipeline.run(max_messages=1)
+    assert rng.asked == [1.0, 2.0, 4.0, 8.0]
+    assert sink.aborted_transactions == 4 and len(broker.records(OUT)) == 1
+
+
+class RoomOnlyAfterPoll(InMemoryTransactionalSink):
+    """A queue with room for one record between two polls: each publish after the first waits for a poll."""
+
+    def __init__(self, broker: InMemoryBroker) -> None:
+        super().__init__(broker)
+        self.polls = 0
+        self._room = True
+
+    def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_delivery: DeliveryCallback
+    ) -> None:
+        if not self._room:
+            raise SinkFull("queue full")
+        self._room = False
+        super().publish(topic, key, value, headers, on_delivery)
+
+    def poll(self, timeout_s: float) -> None:
+        self.polls += 1
+        self._room = True
+        super().poll(timeout_s)
+
+
+def test_a_full_transactional_queue_is_waited_out_by_polling_the_sink() -> None:
+    broker = broker_with(30, partitions=1)
+    sink = RoomOnlyAfterPoll(broker)
+    settings = PipelineSettings(poll_timeout_s=0.01, transaction_size=10)
+    pipeline = TransactionalPipeline(
+        InMemorySource(broker, "g"), sink, LoginEventProcessor(), settings, clock=broker.clock
+    )
+    stats = pipeline.run(max_messages=30)
+    assert stats.consumed == 30 == len(broker.records(OUT)) + len(broker.records(DLQ))
+    assert sink.polls == 30 - 1 and sink.committed_transactions == 3
