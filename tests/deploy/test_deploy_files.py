@@ -673,7 +673,11 @@ def test_dockerfile_builds_wheels_and_runs_them_on_a_slim_base() -> None:
         if keyword == "ARG" and "=" in args
         for name, default in [args.split("=", 1)]
     }
-    runtime_base = interpolate(stages[-1].split()[0], arguments)
+    runtime_base = stages[-1].split()[0]
+    while "$" in runtime_base:  # ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim: a default made of another
+        resolved = interpolate(runtime_base, arguments)
+        assert resolved != runtime_base, f"FROM {runtime_base}: an ARG without a default"
+        runtime_base = resolved
     assert re.fullmatch(r"python:3\.1[1-9][\d.]*-slim(-\w+)?", runtime_base), (
         f"runtime base {runtime_base}: an official slim Python"
     )
