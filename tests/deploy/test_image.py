@@ -254,7 +254,7 @@ def test_the_image_runs_as_the_deployment_runs_the_pod(docker: str, kafka_bootst
         text = second.metrics()
         return (
             metric(text, "pipeline_records_consumed_total") > 0
-            and 'pipeline_consumer_lag{' in text
+            and "pipeline_consumer_lag{" in text
             and metric(text, "pipeline_consumer_lag") == 0
             and metric(text, "pipeline_records_in_flight") == 0
         )
