@@ -67,6 +67,11 @@ CLIENT_ROLE_PREFIXES = ("consumer.", "producer.", "admin.")
 # ----------------------------------------------------------------------------- loading
 
 
+def required(variable: str) -> bool:
+    """REQUIRE_PROMETHEUS / REQUIRE_DOCKER set (CI): a missing tool fails the test instead of skipping it."""
+    return os.environ.get(variable, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
@@ -893,7 +898,10 @@ GRAFANA_RANGE_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__ra
 def test_promtool_accepts_the_config_the_rules_and_every_dashboard_query(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus), so PromQL syntax is not checked")
+        reason = "promtool is not installed (Debian: apt-get install prometheus), so PromQL syntax is not checked"
+        if required("REQUIRE_PROMETHEUS"):
+            pytest.fail(f"REQUIRE_PROMETHEUS=1: {reason}")
+        pytest.skip(reason)
 
     def check(*arguments: str) -> None:
         result = subprocess.run(

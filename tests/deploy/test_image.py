@@ -25,7 +25,13 @@ import pytest
 
 from application.messages import ConsumedRecord
 from tests.contract.kits import ConfluentKit
-from tests.deploy.test_deploy_files import k8s_environment, pipeline_container, pod_spec, resolve_container_port
+from tests.deploy.test_deploy_files import (
+    k8s_environment,
+    pipeline_container,
+    pod_spec,
+    required,
+    resolve_container_port,
+)
 from tests.integration.harness import Topics, free_port
 
 pytestmark = pytest.mark.integration
@@ -40,12 +46,8 @@ DEV_MODULES = ("pytest", "mypy", "ruff", "hypothesis", "importlinter", "testcont
 MAX_IMAGE_BYTES = 400_000_000
 
 
-def require_docker() -> bool:
-    return os.environ.get("REQUIRE_DOCKER", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def unavailable(reason: str) -> None:
-    if require_docker():
+    if required("REQUIRE_DOCKER"):
         pytest.fail(f"REQUIRE_DOCKER=1: {reason}")
     pytest.skip(reason)
 

@@ -14,7 +14,6 @@ Without the binaries these tests skip, unless REQUIRE_PROMETHEUS=1 (set by .ci/r
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ from tests.deploy.test_deploy_files import (
     dashboard_queries,
     prometheus_rule_expressions,
     promql_metric_names,
+    required,
 )
 from tests.integration.harness import Dataset, Service, Topics, free_port
 
@@ -50,15 +50,11 @@ RECORDS = 3000
 README_METRIC = re.compile(r"^\| `(pipeline_[a-z_]+)(?:\{[^}]*\})?` \| (counter|gauge|histogram) \|", re.M)
 
 
-def require_prometheus() -> bool:
-    return os.environ.get("REQUIRE_PROMETHEUS", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         reason = f"{name} is not installed (Debian: apt-get install prometheus)"
-        if require_prometheus():
+        if required("REQUIRE_PROMETHEUS"):
             pytest.fail(f"REQUIRE_PROMETHEUS=1: {reason}")
         pytest.skip(reason)
     return path
