@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +33,8 @@ from tests.deploy.test_deploy_files import (
     required,
     resolve_container_port,
 )
-from tests.integration.harness import Topics, free_port
+from tests.integration.harness import Dataset, Outcome, Topics, free_port
+from tests.support.kafka_broker import require_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +108,14 @@ def pod_environment(bootstrap: str, topics: Topics, metrics_port: int) -> dict[s
     return environment
 
 
+def secret_mount(volume_name: str) -> str:
+    """Where the Deployment mounts the single item of the Secret volume ``volume_name``."""
+    volume = next(v for v in pod_spec()["volumes"] if v["name"] == volume_name)
+    mount = next(m for m in pipeline_container()["volumeMounts"] if m["name"] == volume_name)
+    [item] = volume["secret"]["items"]
+    return f"{mount['mountPath']}/{item['path']}"
+
+
 def env_flags(environment: Mapping[str, str]) -> list[str]:
     return [flag for name, value in environment.items() for flag in ("-e", f"{name}={value}")]
 
@@ -128,7 +138,10 @@ def metric(text: str, name: str) -> float:
 class Pod:
     """One `pipeline run` container, started with the Deployment's flags, environment and args."""
 
-    def __init__(self, docker: str, bootstrap: str, topics: Topics) -> None:
+    def __init__(
+        self, docker: str, bootstrap: str, topics: Topics, *, secured: dict[str, str] | None = None, ca: str = ""
+    ) -> None:
+        """``secured``: the ConfigMap's connection settings kept, with these values (the Secret's, the address)."""
         self.docker = docker
         self.name = f"pipeline-test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
@@ -137,9 +150,14 @@ class Pod:
         assert resolve_container_port(container, container["readinessProbe"]["httpGet"]["port"]) == int(
             k8s_environment()["METRICS_PORT"]
         ), "the probes ask METRICS_PORT"
+        environment = pod_environment(bootstrap, topics, self.port)
+        mounts: list[str] = []
+        if secured is not None:
+            environment = {**k8s_environment(), **environment, **secured}
+            mounts = ["--volume", f"{ca}:{secret_mount('kafka-ca')}:ro"]
         started = run(
             docker, "run", "--detach", "--name", self.name, *pod_flags(), "--stop-timeout", str(int(self.grace_s)),
-            *env_flags(pod_environment(bootstrap, topics, self.port)), IMAGE, *container["args"],
+            *mounts, *env_flags(environment), IMAGE, *container["args"],
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
 
@@ -300,3 +318,37 @@ def test_pod_flags_follow_the_deployment() -> None:
     assert flags[flags.index("--user") + 1] == "10001:10001"
     assert any(flag.startswith("/tmp:") for flag in flags), "the emptyDir at /tmp"
     assert "KAFKA_SASL_PASSWORD" not in pod_environment("b:9092", Topics("i", "o", "d", "g"), 1)
+
+
+def test_the_image_logs_in_as_the_configmap_and_secret_say(docker: str, tmp_path: Path, pods: list[Pod]) -> None:
+    """SASL_SSL with SCRAM-SHA-512 and the CA file where the Secret volume puts it: the ConfigMap's own
+    connection settings, against the secured test broker (scripts/kafka-secure), only the address and
+    the Secret's values changed."""
+    secure = os.environ.get("SECURE_KAFKA_SASL_SSL")
+    if not secure:
+        if require_kafka():
+            pytest.fail("REQUIRE_KAFKA is set but SECURE_KAFKA_* is not: start scripts/kafka-secure")
+        pytest.skip('no secured broker (run: eval "$(scripts/kafka-secure start)")')
+    environment = k8s_environment()
+    assert environment["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert environment["KAFKA_SSL_CA_LOCATION"] == secret_mount("kafka-ca"), "the CA is read where it is mounted"
+    credentials = {"KAFKA_SASL_USERNAME": "pipeline", "KAFKA_SASL_PASSWORD": os.environ["SECURE_KAFKA_PASSWORD"]}
+    secret = next(source for source in pipeline_container()["envFrom"] if "secretRef" in source)["secretRef"]
+    assert set(credentials) <= set(environment), f"the Secret {secret['name']} sets the SASL user and password"
+    # The Secret volume's file, as the kubelet writes it (defaultMode 0444).
+    ca = tmp_path / "ca.crt"
+    shutil.copyfile(Path(os.environ["SECURE_KAFKA_CERTS"]) / "ca.pem", ca)
+    ca.chmod(0o444)
+
+    admin = ConfluentKit(os.environ["SECURE_KAFKA_PLAINTEXT"])  # the broker's administration listener
+    topics = Topics.create(admin)
+    dataset = Dataset.produce(admin, topics.input, 500, seed=9)
+    pod = Pod(docker, secure, topics, secured={"KAFKA_BOOTSTRAP_SERVERS": secure, **credentials}, ca=str(ca))
+    pods.append(pod)
+    pod.wait_for("ready", lambda: pod.probe("readinessProbe")[0] == 200)
+    pod.wait_for("consumed", lambda: metric(pod.metrics(), "pipeline_records_consumed_total") >= 500)
+    status, _ = pod.stop()
+    assert status == 0, pod.logs()
+    outcome = Outcome.read(admin, topics, dataset)
+    assert outcome.missing(dataset) == [] and outcome.duplicates() == 0
+    assert pod.inspect("{{.Config.User}}") == "10001:10001"
