@@ -1134,12 +1134,18 @@ def test_monitoring_is_an_optional_profile() -> None:
 
 
 def docker_compose_command() -> list[str]:
+    def missing(reason: str) -> None:
+        if required("REQUIRE_DOCKER"):
+            pytest.fail(f"REQUIRE_DOCKER=1: {reason} (scripts/docker-local compose installs it)")
+        pytest.skip(reason)
+
     docker = shutil.which("docker")
     if docker is None:
-        pytest.skip("the docker client is not installed, so `docker compose config` cannot run")
+        missing("the docker client is not installed, so `docker compose config` cannot run")
+    assert docker is not None
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60, check=False)
     if probe.returncode != 0:
-        pytest.skip(
+        missing(
             "the docker compose plugin is not installed "
             f"(`docker compose version` said: {(probe.stderr or probe.stdout).strip().splitlines()[:1]})"
         )
