@@ -8,7 +8,6 @@
 # Stage 1 builds a wheel of the project and of every runtime dependency; stage 2
 # installs those wheels, offline, into a virtual environment on a slim base, so
 # the image holds no compiler, no build tool, no dev extra and no source tree.
-
 #
 # No `# syntax=` line: the engine's built-in Dockerfile frontend (which has RUN --mount) is used,
 # so a build never fetches a frontend image and works without a registry.

@@ -290,15 +290,19 @@ def test_the_image_runs_as_the_deployment_runs_the_pod(docker: str, kafka_bootst
 
 
 def test_the_image_holds_no_compiler_and_no_dev_dependency(docker: str) -> None:
+    # The service's interpreter, and anywhere on disk (a system site-packages, a stray copy).
+    packages = [name for name in DEV_MODULES if name != "yaml"] + ["_pytest"]
     probe = (
-        "import importlib.util, json, shutil; "
+        "import importlib.util, json, os, shutil; "
         f"print(json.dumps({{'tools': [t for t in {list(COMPILERS)!r} if shutil.which(t)], "
-        f"'modules': [m for m in {list(DEV_MODULES)!r} if importlib.util.find_spec(m)]}}))"
+        f"'modules': [m for m in {list(DEV_MODULES)!r} if importlib.util.find_spec(m)], "
+        f"'on disk': [os.path.join(r, d) for top in ('/usr', '/opt') for r, ds, _ in os.walk(top) "
+        f"for d in ds if d in {packages!r}]}}))"
     )
     result = run(docker, "run", "--rm", "--network", "none", "--entrypoint", "python", IMAGE, "-c", probe)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
-    assert found == {"tools": [], "modules": []}, f"the image holds build or dev tools: {found}"
+    assert found == {"tools": [], "modules": [], "on disk": []}, f"the image holds build or dev tools: {found}"
     venv_pip = run(docker, "run", "--rm", "--network", "none", "--entrypoint", "python", IMAGE, "-m", "pip")
     assert venv_pip.returncode != 0, "pip is uninstalled from the service's virtual environment"
     size = int(run(docker, "image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
