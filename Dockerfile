@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The user-login pipeline as a container image.
 #
 #   docker build -t user-login-pipeline:local .
@@ -10,11 +8,24 @@
 # Stage 1 builds a wheel of the project and of every runtime dependency; stage 2
 # installs those wheels, offline, into a virtual environment on a slim base, so
 # the image holds no compiler, no build tool, no dev extra and no source tree.
+#
+# No `# syntax=` line: the engine's built-in Dockerfile frontend (which has RUN --mount) is used,
+# so a build never fetches a frontend image and works without a registry.
+#
+# BASE_IMAGE: any Debian-like image with python, venv and pip (default: the official slim Python).
+# Without a registry, scripts/docker-local makes a local Debian base and passes it here.
 
 ARG PYTHON_VERSION=3.12
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim
 
 # ------------------------------------------------------------------ builder
-FROM python:${PYTHON_VERSION}-slim AS builder
+FROM ${BASE_IMAGE} AS builder
+
+# Where pip finds packages, for builds behind a mirror or a proxy (unset: the default index).
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_CERT
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -34,7 +45,7 @@ COPY entrypoints/ entrypoints/
 RUN pip wheel --wheel-dir /wheels .
 
 # ------------------------------------------------------------------ runtime
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="user-login-pipeline" \
       org.opencontainers.image.description="Validates, transforms and routes user-login events between Kafka topics" \

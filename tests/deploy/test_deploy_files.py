@@ -67,6 +67,11 @@ CLIENT_ROLE_PREFIXES = ("consumer.", "producer.", "admin.")
 # ----------------------------------------------------------------------------- loading
 
 
+def required(variable: str) -> bool:
+    """REQUIRE_PROMETHEUS / REQUIRE_DOCKER set (CI): a missing tool fails the test instead of skipping it."""
+    return os.environ.get(variable, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
@@ -673,7 +678,11 @@ def test_dockerfile_builds_wheels_and_runs_them_on_a_slim_base() -> None:
         if keyword == "ARG" and "=" in args
         for name, default in [args.split("=", 1)]
     }
-    runtime_base = interpolate(stages[-1].split()[0], arguments)
+    runtime_base = stages[-1].split()[0]
+    while "$" in runtime_base:  # ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim: a default made of another
+        resolved = interpolate(runtime_base, arguments)
+        assert resolved != runtime_base, f"FROM {runtime_base}: an ARG without a default"
+        runtime_base = resolved
     assert re.fullmatch(r"python:3\.1[1-9][\d.]*-slim(-\w+)?", runtime_base), (
         f"runtime base {runtime_base}: an official slim Python"
     )
@@ -889,7 +898,10 @@ GRAFANA_RANGE_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__ra
 def test_promtool_accepts_the_config_the_rules_and_every_dashboard_query(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus), so PromQL syntax is not checked")
+        reason = "promtool is not installed (Debian: apt-get install prometheus), so PromQL syntax is not checked"
+        if required("REQUIRE_PROMETHEUS"):
+            pytest.fail(f"REQUIRE_PROMETHEUS=1: {reason}")
+        pytest.skip(reason)
 
     def check(*arguments: str) -> None:
         result = subprocess.run(
@@ -1122,12 +1134,18 @@ def test_monitoring_is_an_optional_profile() -> None:
 
 
 def docker_compose_command() -> list[str]:
+    def missing(reason: str) -> None:
+        if required("REQUIRE_DOCKER"):
+            pytest.fail(f"REQUIRE_DOCKER=1: {reason} (scripts/docker-local compose installs it)")
+        pytest.skip(reason)
+
     docker = shutil.which("docker")
     if docker is None:
-        pytest.skip("the docker client is not installed, so `docker compose config` cannot run")
+        missing("the docker client is not installed, so `docker compose config` cannot run")
+    assert docker is not None
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60, check=False)
     if probe.returncode != 0:
-        pytest.skip(
+        missing(
             "the docker compose plugin is not installed "
             f"(`docker compose version` said: {(probe.stderr or probe.stdout).strip().splitlines()[:1]})"
         )
