@@ -21,6 +21,7 @@ DASH = "\u2013"  # en dash, for ranges and missing figures
 # "Not growing": the second half of a run adds at most 10 % to the peak RSS. (Comparing with a 100,000-record
 # run instead measures warm-up: client buffers and in-flight records filling up to their bounds.)
 RSS_GROWTH_TOLERANCE = 1.10
+CPU_TARGET_US = 10.0  # issue 13: below the Go consumer this project replaces (12.0 us per record)
 
 
 @dataclass
@@ -272,6 +273,17 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
             "confluent at-least-once, 1 worker >= 2 x the faster of Quix Streams and FastStream",
             alo / max(peers) if alo and peers else None,
             2.0,
+        )
+    )
+    service = rows.get("confluent-alo-1w")
+    cpu = service.get("cpu_us_per_record") if service else None
+    found.append(
+        _target(
+            f"confluent at-least-once, 1 worker: CPU per record <= {CPU_TARGET_US:g} us (the Go consumer: 12.0)",
+            cpu,
+            CPU_TARGET_US,
+            at_most=True,
+            why=f"{cpu} us" if cpu is not None else "",
         )
     )
     for client, workers in (("confluent", 1), ("confluent", 2), ("kafka-python", 1), ("kafka-python", 2)):
