@@ -190,6 +190,18 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 class Running:
     """A started contender: its process (group), its log, its memory."""
 
@@ -235,6 +247,8 @@ class Running:
             command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.pid = self.process.pid
+        self._tree: list[int] = [self.pid]
+        self._tree_at = 0.0
 
     def exit_code(self) -> int | None:
         return self.process.poll()
@@ -252,6 +266,16 @@ class Running:
         """VmHWM summed over the contender's processes (one, or a supervisor and its workers)."""
         total = sum(_vm_hwm_kb(pid) for pid in self.tree())
         return round(total / 1024, 1) if total else None
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) used so far, summed over the contender's processes.
+
+        For one worker that is the main process: the consumer loop plus its client library's threads.
+        """
+        now = time.monotonic()
+        if now - self._tree_at > 1.0:  # walking /proc costs the harness more than reading a few stat files
+            self._tree, self._tree_at = self.tree(), now
+        return sum(_cpu_ticks(pid) for pid in self._tree) / _CLOCK_TICKS
 
     def stop(self, timeout_s: float = 40.0) -> int | None:
         """SIGTERM to the main process (a supervisor forwards it), then SIGKILL to the whole group."""

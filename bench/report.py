@@ -21,13 +21,16 @@ DASH = "\u2013"  # en dash, for ranges and missing figures
 # "Not growing": the second half of a run adds at most 10 % to the peak RSS. (Comparing with a 100,000-record
 # run instead measures warm-up: client buffers and in-flight records filling up to their bounds.)
 RSS_GROWTH_TOLERANCE = 1.10
+CPU_TARGET_US = 10.0  # issue 13: below the Go consumer this project replaces (12.0 us per record)
 
 
 @dataclass
 class RunResult:
     status: str  # ok | failed | not supported
     records_per_s: float | None = None
-    seconds: float | None = None  # t_end - t0
+    seconds: float | None = None  # t_last - t0: first to last record appended to the output and DLQ
+    commit_lag_s: float | None = None  # t_last -> the group's offsets committed up to the input's end
+    cpu_us_per_record: float | None = None  # the contender's CPU (user + system) from t0 to t_last, per record
     startup_s: float | None = None  # launch -> first output record
     peak_rss_mb: float | None = None
     peak_rss_mb_half: float | None = None  # when half the input was committed
@@ -62,6 +65,18 @@ class Outcome:
     def median(self) -> float | None:
         rates = self.rates()
         return statistics.median(rates) if self.status == "ok" and rates else None
+
+    def _median_of(self, name: str) -> float | None:
+        values = [getattr(run, name) for run in self.runs if run.status == "ok" and getattr(run, name) is not None]
+        return statistics.median(values) if self.status == "ok" and values else None
+
+    @property
+    def cpu_us_per_record(self) -> float | None:
+        return self._median_of("cpu_us_per_record")
+
+    @property
+    def commit_lag_s(self) -> float | None:
+        return self._median_of("commit_lag_s")
 
     @property
     def peak_rss_mb(self) -> float | None:
@@ -168,6 +183,8 @@ def build(context: Context, outcomes: Sequence[Outcome]) -> dict[str, Any]:
                 "p50_ms": _round(latency.p50_ms, 1) if latency else None,
                 "p99_ms": _round(latency.p99_ms, 1) if latency else None,
                 "peak_rss_mb": outcome.peak_rss_mb,
+                "cpu_us_per_record": _round(outcome.cpu_us_per_record, 1),
+                "commit_lag_s": _round(outcome.commit_lag_s, 2),
                 # extras
                 "status": outcome.status,
                 "error": outcome.error,
@@ -184,6 +201,8 @@ def build(context: Context, outcomes: Sequence[Outcome]) -> dict[str, Any]:
                         "status": run.status,
                         "records_per_s": _round(run.records_per_s),
                         "seconds": _round(run.seconds, 3),
+                        "commit_lag_s": _round(run.commit_lag_s, 3),
+                        "cpu_us_per_record": _round(run.cpu_us_per_record, 2),
                         "startup_s": _round(run.startup_s, 2),
                         "peak_rss_mb": run.peak_rss_mb,
                         "output_records": run.output_records,
@@ -256,6 +275,17 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
             2.0,
         )
     )
+    service = rows.get("confluent-alo-1w")
+    cpu = service.get("cpu_us_per_record") if service else None
+    found.append(
+        _target(
+            f"confluent at-least-once, 1 worker: CPU per record <= {CPU_TARGET_US:g} us (the Go consumer: 12.0)",
+            cpu,
+            CPU_TARGET_US,
+            at_most=True,
+            why=f"{cpu} us" if cpu is not None else "",
+        )
+    )
     for client, workers in (("confluent", 1), ("confluent", 2), ("kafka-python", 1), ("kafka-python", 2)):
         eos_name, alo_name = f"{client}-eos-{workers}w", f"{client}-alo-{workers}w"
         if eos_name not in rows:
@@ -314,11 +344,14 @@ def markdown(document: dict[str, Any]) -> str:
         "on loopback, sharing the cores with the contenders and the harness)",
         f"- Libraries: {lib_text}",
         f"- Records/s: median of {runs} run{'s' if runs > 1 else ''} (min{DASH}max), contenders alternating; "
-        "N / (commit of the last offset - LogAppendTime of the first output record)",
+        "N / (LogAppendTime of the last output or DLQ record - LogAppendTime of the first); commit lag: from "
+        "that last append until the group's offsets are committed up to the input's end (medians)",
+        "- CPU us/record: the contender's user + system CPU (all its threads; summed over its processes for "
+        "2 workers) from the first to the last record appended, per record (median)",
         "",
-        f"| Contender | Client | Guarantee | Workers | Records/s (min{DASH}max) | x ceiling | p50 ms | p99 ms | max ms "
-        "| Peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| Contender | Client | Guarantee | Workers | Records/s (min{DASH}max) | x ceiling | CPU us/record "
+        "| Commit lag s | p50 ms | p99 ms | max ms | Peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in document["contenders"]:
         if row["status"] == "ok":
@@ -333,7 +366,8 @@ def markdown(document: dict[str, Any]) -> str:
             rss += f" ({_num(row['peak_rss_mb_100k'], 1)} at 100k)"
         lines.append(
             f"| {row['name']} | {row['client']} | {row['guarantee']} | {row['workers']} | {throughput} "
-            f"| {_num(row['ratio_to_ceiling'], 2)} | {_num(row['p50_ms'])} | {_num(row['p99_ms'])} "
+            f"| {_num(row['ratio_to_ceiling'], 2)} | {_num(row.get('cpu_us_per_record'), 1)} "
+            f"| {_num(row.get('commit_lag_s'), 2)} | {_num(row['p50_ms'])} | {_num(row['p99_ms'])} "
             f"| {_num(row['max_ms'])} | {rss} |"
         )
     notes = [

@@ -4,10 +4,12 @@
    (stopped at the end, whatever happens). The peers' venvs are prepared meanwhile.
 2. The workload, preloaded once before any timing: N generated records in a 4-partition topic.
 3. Throughput: for each run, for each contender (alternating), a fresh group and fresh output and DLQ
-   topics; records/s = N / (t_end - t0), where t0 is the broker's LogAppendTime of the first output
-   or DLQ record and t_end the moment the group's committed offsets reach the input's end offsets.
-   Counts are then checked: output + DLQ == N (and DLQ == the generator's defects, for those that
-   route). Peak RSS (VmHWM) is read just before each contender is stopped.
+   topics; records/s = N / (t_last - t0), where t0 and t_last are the broker's LogAppendTime of the
+   first and the last output or DLQ record; the run ends when the group's committed offsets reach the
+   input's end offsets, and that moment minus t_last is the commit lag, reported apart. The contender's
+   CPU between t0 and t_last, per record, too. Counts are then checked: output + DLQ == N (and DLQ ==
+   the generator's defects, for those that route). Peak RSS (VmHWM) is read just before each contender
+   is stopped.
 4. Full mode only: peak RSS of the service at 100,000 records, and latency at a fixed offered load.
 5. ``bench/results/latest.{json,md,png}`` and a dated copy of the json and md.
 """
@@ -113,11 +115,13 @@ class Harness:
         ends: list[int],
         timeout_s: float,
         half_way: RunResult | None = None,
+        cpu: list[tuple[float, float]] | None = None,
     ) -> tuple[float | None, str | None]:
         """Poll the group's commits until they reach ``ends``: (t_end, None), or (None, why not).
 
         With ``half_way``, the contender's peak RSS is also sampled when half the input is committed, so
         the second half of a run shows whether memory grows with the records or stays where warm-up left it.
+        With ``cpu``, every poll appends (wall time, the contender's CPU seconds so far) to it.
         """
         target = sum(ends)
         started = progress_at = time.monotonic()
@@ -131,6 +135,8 @@ class Harness:
             polls += 1
             if polls % 10 == 0 and running.worker_restarted():
                 return None, "a worker crashed and was restarted"
+            if cpu is not None:
+                cpu.append((time.time(), running.cpu_seconds()))
             committed = watch.committed()
             now = time.time()
             if committed == ends:
@@ -163,8 +169,9 @@ class Harness:
         try:
             launched = time.time()
             running = self._launch(contender, lane, label)
+            cpu: list[tuple[float, float]] = []
             t_end, problem = self._wait_committed(
-                running, watch, ends, timeout_s=STALL_TIMEOUT_S + records / 200, half_way=result
+                running, watch, ends, timeout_s=STALL_TIMEOUT_S + records / 200, half_way=result, cpu=cpu
             )
             result.peak_rss_mb = running.peak_rss_mb()
             code = running.stop()
@@ -180,9 +187,14 @@ class Harness:
             if first is None:
                 result.error = "offsets were committed but nothing was published"
                 return result
-            result.seconds = t_end - first / 1000
-            result.startup_s = first / 1000 - launched
+            last = self.kafka.last_append_ms([lane.output, lane.dlq])
+            assert last is not None  # there is a first record
+            t0, t_last = first / 1000, last / 1000
+            result.seconds = max(t_last - t0, 0.001)
+            result.commit_lag_s = t_end - t_last
+            result.startup_s = t0 - launched
             result.records_per_s = records / result.seconds
+            result.cpu_us_per_record = _cpu_per_record(cpu, t0, t_last, records)
             result.output_records = self.kafka.count(lane.output, transactional=contender.transactional)
             result.dlq_records = self.kafka.count(lane.dlq, transactional=contender.transactional)
             total = result.output_records + result.dlq_records
@@ -240,6 +252,25 @@ class Harness:
                 running.stop()
             watch.close()
             self._retire(lane, input_too=True)
+
+
+def _us(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
+
+
+def _cpu_per_record(samples: list[tuple[float, float]], t0: float, t_last: float, records: int) -> float | None:
+    """The contender's CPU between t0 and t_last, per record, in microseconds.
+
+    From the last sample taken before the first record was appended to the first one taken after the
+    last was: start-up (imports, group join) is left out, and at most one polling interval at either
+    end is counted in.
+    """
+    before = [cpu for wall, cpu in samples if wall <= t0]
+    after = [cpu for wall, cpu in samples if wall >= t_last]
+    if not before or not samples:
+        return None
+    end = after[0] if after else samples[-1][1]
+    return (end - before[-1]) / records * 1e6
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -322,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                     assert result.records_per_s is not None and result.seconds is not None
                     harness.say(
                         f"{contender.name} run {run}/{runs}: {result.records_per_s:,.0f} records/s "
-                        f"({result.seconds:.2f}s, start-up {result.startup_s:.1f}s, peak RSS {result.peak_rss_mb} MB)"
+                        f"({result.seconds:.2f}s, commit lag {result.commit_lag_s:.2f}s, "
+                        f"CPU {_us(result.cpu_us_per_record)} us/record, start-up {result.startup_s:.1f}s, "
+                        f"peak RSS {result.peak_rss_mb} MB)"
                     )
                 else:
                     first_line = (result.error or "").replace("\n", " ")[:300]

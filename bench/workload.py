@@ -349,6 +349,51 @@ class Kafka:
             raise BenchError(f"could not read the first record of every partition of {', '.join(topics)}")
         return min(first.values())
 
+    def last_append_ms(self, topics: Sequence[str]) -> int | None:
+        """The broker's LogAppendTime of the latest record across ``topics`` (the tail of each partition).
+
+        Read uncommitted, from a few offsets before each partition's end: a transactional topic ends with
+        a commit marker, which is not a record, so the tail is widened until it holds one.
+        """
+        latest: int | None = None
+        for window in (64, 4096, None):
+            wanted: list[TopicPartition] = []
+            for topic in topics:
+                for partition, (low, high) in zip(self.partitions(topic), self.watermarks(topic), strict=True):
+                    if high > low:
+                        start = low if window is None else max(low, high - window)
+                        wanted.append(TopicPartition(topic, partition, start))
+            if not wanted:
+                return None
+            consumer = self._consumer(
+                **{"isolation.level": "read_uncommitted", "fetch.max.bytes": 1_048_576, "enable.partition.eof": True}
+            )
+            last: dict[tuple[str, int], int] = {}
+            remaining = {(tp.topic, tp.partition) for tp in wanted}
+            try:
+                consumer.assign(wanted)
+                deadline = time.monotonic() + 30
+                while remaining and time.monotonic() < deadline:
+                    for message in consumer.consume(1000, timeout=0.5):
+                        key = (cast(str, message.topic()), cast(int, message.partition()))
+                        error = message.error()
+                        if error is not None:
+                            if error.code() == KafkaError._PARTITION_EOF:
+                                remaining.discard(key)
+                            continue
+                        kind, stamp = message.timestamp()
+                        if kind != TIMESTAMP_LOG_APPEND_TIME:
+                            raise BenchError(f"{message.topic()} is not stamped with LogAppendTime")
+                        last[key] = max(last.get(key, stamp), stamp)
+            finally:
+                consumer.close()
+            if remaining:
+                raise BenchError(f"could not read the tail of every partition of {', '.join(topics)}")
+            if len(last) == len(wanted):
+                return max(last.values())
+            latest = max(last.values(), default=None)
+        return latest
+
     def cleanup(self) -> None:
         """Delete every topic this run created and has not deleted yet (on a shared broker)."""
         self.delete_topics(sorted(self.created))

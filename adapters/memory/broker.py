@@ -10,22 +10,51 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from application.errors import CommitFailed
 from application.messages import CREATE_TIME, ConsumedRecord, DeliveryError, Headers, TopicPartition, record_bytes
 from application.ports import Clock
 
+StoredRecord = ConsumedRecord  # what a partition holds: the record as a consumer receives it
+
+
+class _Log:
+    """One partition: the records it still retains and the offset of the first of them (the log start).
+
+    Records are kept as the ``ConsumedRecord`` a consumer receives (one object per record, shared by every
+    read: nothing downstream changes a consumed record), so that a read is a slice.
+    """
+
+    __slots__ = ("records", "start")
+
+    def __init__(self) -> None:
+        self.records: list[ConsumedRecord] = []
+        self.start = 0
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.records)
+
+    def trim(self, retained: int) -> None:
+        """Drop the oldest records beyond ``retained``, once there are twice as many (amortised O(1))."""
+        excess = len(self.records) - retained
+        if excess > retained:
+            del self.records[:excess]
+            self.start += excess
+
 
 @dataclass(slots=True)
-class StoredRecord:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int
+class _Feed:
+    """Records written into a topic on demand, as a producer keeping just ahead of its consumers would."""
+
+    records: Iterator[tuple[bytes | None, bytes | None]]
+    ahead: int  # top up when a reader gets within this many records of a partition's end
+    seconds: float = 0.0  # spent producing the records (pulling them from the iterator), not storing them
+    exhausted: bool = False
 
 
 @dataclass(slots=True)
@@ -79,7 +108,9 @@ class InMemoryBroker:
         self.session_timeout_s = session_timeout_s
         self.clock = clock or Clock()
         self._changed = threading.Condition(threading.RLock())
-        self._topics: dict[str, list[list[StoredRecord]]] = {}
+        self._topics: dict[str, list[_Log]] = {}
+        self._feeds: dict[str, _Feed] = {}
+        self._retention: dict[str, int] = {}  # topic -> records kept per partition (absent: all of them)
         self._groups: dict[str, _Group] = {}
         self._failures: list[_FailureRule] = []
         self._round_robin = itertools.count()
@@ -99,20 +130,73 @@ class InMemoryBroker:
                 return False
             if max_message_bytes is not None:
                 self.message_limits[name] = max_message_bytes
-            self._topics[name] = [[] for _ in range(partitions or self.default_partitions)]
+            self._topics[name] = [_Log() for _ in range(partitions or self.default_partitions)]
             self._changed.notify_all()
             return True
 
     def delete_topic(self, name: str) -> None:
         with self._changed:
             self._topics.pop(name, None)
+            self._feeds.pop(name, None)
             self.message_limits.pop(name, None)
 
     def topics(self) -> dict[str, int]:
         with self._changed:
             return {name: len(parts) for name, parts in self._topics.items()}
 
-    def _partitions(self, topic: str) -> list[list[StoredRecord]]:
+    def retain(self, topic: str, records_per_partition: int | None) -> None:
+        """Bound each of ``topic``'s partitions to about this many records (up to twice as many, between
+        trims), or None: keep everything (the default).
+
+        As Kafka's size-based retention: the oldest records go whether or not anyone consumed them, offsets
+        keep counting, and a reader whose position fell behind the log start continues from the log start.
+        """
+        if records_per_partition is not None and records_per_partition < 1:
+            raise ValueError("records_per_partition must be at least 1")
+        with self._changed:
+            if records_per_partition is None:
+                self._retention.pop(topic, None)
+            else:
+                self._retention[topic] = records_per_partition
+
+    def feed(self, topic: str, records: Iterator[tuple[bytes | None, bytes | None]], *, ahead: int = 1000) -> None:
+        """Write ``records`` (key, value) into ``topic`` as it is read, round robin over its partitions.
+
+        Whenever a reader gets within ``ahead`` records of a partition's end, the next ``ahead`` records per
+        partition are taken from the iterator and appended, so a very long input never has to be held in
+        memory at once. ``feed_seconds`` tells how long taking them from the iterator took.
+        """
+        with self._changed:
+            self._partitions(topic)
+            self._feeds[topic] = _Feed(records, max(1, ahead))
+
+    def feed_seconds(self, topic: str) -> float:
+        with self._changed:
+            feed = self._feeds.get(topic)
+            return feed.seconds if feed else 0.0
+
+    def _top_up(self, topic: str, parts: list[_Log], feed: _Feed) -> None:
+        wanted = feed.ahead * len(parts)
+        started = time.perf_counter()
+        chunk = list(itertools.islice(feed.records, wanted))
+        feed.seconds += time.perf_counter() - started
+        if len(chunk) < wanted:
+            feed.exhausted = True
+        stamp = int(self.clock.now() * 1000)
+        round_robin = self._round_robin
+        count = len(parts)
+        for key, value in chunk:
+            number = next(round_robin) % count if key is None else zlib.crc32(key) % count
+            log = parts[number]
+            log.records.append(ConsumedRecord(topic, number, log.end, key, value, (), stamp, CREATE_TIME))
+        retained = self._retention.get(topic)
+        if retained is not None:
+            for log in parts:
+                log.trim(retained)
+        if chunk:
+            self._changed.notify_all()
+
+    def _partitions(self, topic: str) -> list[_Log]:
         parts = self._topics.get(topic)
         if parts is None:
             if not self.auto_create_topics:
@@ -137,42 +221,67 @@ class InMemoryBroker:
             if partition is None:
                 partition = next(self._round_robin) % len(parts) if key is None else zlib.crc32(key) % len(parts)
             log = parts[partition]
-            offset = len(log)
+            offset = log.end
             stamp = timestamp_ms if timestamp_ms is not None else int(self.clock.now() * 1000)
-            log.append(StoredRecord(offset, key, value, tuple(headers), stamp))
+            log.records.append(ConsumedRecord(topic, partition, offset, key, value, tuple(headers), stamp, CREATE_TIME))
+            retained = self._retention.get(topic)
+            if retained is not None:
+                log.trim(retained)
             self._changed.notify_all()
             return partition, offset
 
+    def append_many(self, records: Sequence[tuple[str, bytes | None, bytes | None, Headers, int]]) -> None:
+        """Store (topic, key, value, headers, timestamp_ms) records in order, under one lock and one wake-up.
+
+        Every topic must exist (or be creatable): a caller that may meet an unknown one appends one by one.
+        """
+        with self._changed:
+            retention = self._retention
+            round_robin = self._round_robin
+            topics: dict[str, list[_Log]] = {}
+            for topic, key, value, headers, stamp in records:
+                parts = topics.get(topic)
+                if parts is None:
+                    parts = topics[topic] = self._partitions(topic)
+                partition = next(round_robin) % len(parts) if key is None else zlib.crc32(key) % len(parts)
+                log = parts[partition]
+                stored = log.records
+                stored.append(
+                    ConsumedRecord(
+                        topic, partition, log.start + len(stored), key, value, tuple(headers), stamp, CREATE_TIME
+                    )
+                )
+            for topic in retention.keys() & topics.keys():
+                for log in topics[topic]:
+                    log.trim(retention[topic])
+            self._changed.notify_all()
+
     def end_offset(self, partition: TopicPartition) -> int:
         with self._changed:
-            return len(self._topics.get(partition.topic, [[]] * (partition.partition + 1))[partition.partition])
+            parts = self._topics.get(partition.topic)
+            return parts[partition.partition].end if parts else 0
+
+    def start_offset(self, partition: TopicPartition) -> int:
+        """The log start: the first offset still retained."""
+        with self._changed:
+            parts = self._topics.get(partition.topic)
+            return parts[partition.partition].start if parts else 0
 
     def read(self, partition: TopicPartition, offset: int, max_records: int) -> list[ConsumedRecord]:
+        """Up to ``max_records`` from ``offset`` (from the log start, if that offset is no longer retained)."""
         with self._changed:
-            log = self._topics[partition.topic][partition.partition]
-            return [
-                ConsumedRecord(
-                    partition.topic,
-                    partition.partition,
-                    r.offset,
-                    r.key,
-                    r.value,
-                    r.headers,
-                    r.timestamp_ms,
-                    CREATE_TIME,
-                )
-                for r in log[offset : offset + max_records]
-            ]
+            parts = self._topics[partition.topic]
+            log = parts[partition.partition]
+            feed = self._feeds.get(partition.topic)
+            if feed is not None and not feed.exhausted and log.end - offset < feed.ahead:
+                self._top_up(partition.topic, parts, feed)
+            index = max(offset - log.start, 0)
+            return log.records[index : index + max_records]
 
     def records(self, topic: str) -> list[ConsumedRecord]:
-        """Every record of a topic, partition by partition: for tests and the demo's summary."""
+        """Every retained record of a topic, partition by partition: for tests and the demo's summary."""
         with self._changed:
-            parts = self._topics.get(topic, [])
-            return [
-                ConsumedRecord(topic, number, r.offset, r.key, r.value, r.headers, r.timestamp_ms, CREATE_TIME)
-                for number, log in enumerate(parts)
-                for r in log
-            ]
+            return [record for log in self._topics.get(topic, []) for record in log.records]
 
     def wait_for_change(self, timeout_s: float) -> None:
         with self._changed:
@@ -200,6 +309,14 @@ class InMemoryBroker:
     def clear_failures(self) -> None:
         with self._changed:
             self._failures.clear()
+
+    def accepts_all(self, topics: set[str]) -> bool:
+        """Whether every publish to these topics would succeed now: no failure injected, every topic there.
+
+        Lets a producer store a batch with ``append_many`` instead of asking record by record.
+        """
+        with self._changed:
+            return not self._failures and (self.auto_create_topics or topics <= self._topics.keys())
 
     def take_failure(self, topic: str) -> DeliveryError | None:
         with self._changed:

@@ -36,7 +36,19 @@ class InMemorySink(MessageSink):
 
     def _deliver_queued(self) -> None:
         # Only what was queued before this call: callbacks may queue more (a retry, a dead letter).
-        for _ in range(len(self._queue)):
+        queue = self._queue
+        if len(queue) > 1:
+            batch = [queue.popleft() for _ in range(len(queue))]
+            if self._broker.accepts_all({queued[0] for queued in batch}):
+                # The common case, stored at once: one lock and one wake-up for the batch, then the callbacks.
+                self._broker.append_many(
+                    [(topic, key, value, headers, stamp) for topic, key, value, headers, _, stamp in batch]
+                )
+                for queued in batch:
+                    queued[4](None)
+                return
+            queue.extendleft(reversed(batch))
+        for _ in range(len(queue)):
             topic, key, value, headers, on_delivery, stamp = self._queue.popleft()
             error = self._broker.take_failure(topic)
             if error is None:

@@ -17,16 +17,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from bench.peers.rules import (
-    ACKS,
-    BATCH_BYTES,
-    COMPRESSION,
-    IDEMPOTENCE,
-    LINGER_MS,
-    PeerSettings,
-    ProcessedAt,
-    Rules,
-)
+from bench.peers.rules import PRODUCER, PeerSettings, ProcessedAt, Rules
 
 BATCH = 1000
 
@@ -39,12 +30,8 @@ def _text_headers(headers: list[tuple[str, bytes]]) -> dict[str, str]:
 def build(settings: PeerSettings) -> FastStream:
     broker = KafkaBroker(
         settings.bootstrap,
-        acks=ACKS,
-        enable_idempotence=IDEMPOTENCE,
-        linger_ms=LINGER_MS,
-        compression_type=COMPRESSION,
-        max_batch_size=BATCH_BYTES,
         logger=None,  # no per-batch access log
+        **PRODUCER.aiokafka(),
     )
     rules = Rules()
     clock = ProcessedAt()

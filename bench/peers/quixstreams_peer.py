@@ -14,17 +14,7 @@ from typing import Any
 from quixstreams import Application, message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 
-from bench.peers.rules import (
-    ACKS,
-    BATCH_BYTES,
-    COMPRESSION,
-    IDEMPOTENCE,
-    LINGER_MS,
-    PeerSettings,
-    ProcessedAt,
-    Routed,
-    Rules,
-)
+from bench.peers.rules import PRODUCER, PeerSettings, ProcessedAt, Routed, Rules
 
 
 class RoutedValue(Serializer):
@@ -41,13 +31,7 @@ def build(settings: PeerSettings) -> Application:
         auto_offset_reset="earliest",
         commit_interval=1.0,
         processing_guarantee="at-least-once",
-        producer_extra_config={
-            "acks": ACKS,
-            "enable.idempotence": IDEMPOTENCE,
-            "linger.ms": LINGER_MS,
-            "compression.type": COMPRESSION,
-            "batch.size": BATCH_BYTES,
-        },
+        producer_extra_config=PRODUCER.librdkafka(),
         loglevel="WARNING",
         auto_create_topics=False,
         use_changelog_topics=False,

@@ -19,12 +19,39 @@ from domain.model import format_processed_at
 from domain.outcomes import Processed
 from domain.processing import LoginEventProcessor
 
-# The project's reliability settings (adapters/confluent/sink.py PRODUCER_DEFAULTS), as each client spells them.
-ACKS = "all"
-IDEMPOTENCE = True
-LINGER_MS = 5
-COMPRESSION = "lz4"
-BATCH_BYTES = 1_000_000  # librdkafka's batch.size default, which the project keeps
+
+@dataclass(frozen=True, slots=True)
+class ProducerReliability:
+    """The project's reliability settings (adapters/confluent/sink.py PRODUCER_DEFAULTS), as each client spells them."""
+
+    acks: str = "all"
+    idempotence: bool = True
+    linger_ms: int = 5
+    compression: str = "lz4"
+    batch_bytes: int = 1_000_000  # librdkafka's batch.size default, which the project keeps
+
+    def librdkafka(self) -> dict[str, object]:
+        """As librdkafka configuration properties (Quix Streams' ``producer_extra_config``)."""
+        return {
+            "acks": self.acks,
+            "enable.idempotence": self.idempotence,
+            "linger.ms": self.linger_ms,
+            "compression.type": self.compression,
+            "batch.size": self.batch_bytes,
+        }
+
+    def aiokafka(self) -> dict[str, object]:
+        """As aiokafka producer keyword arguments (FastStream's ``KafkaBroker``)."""
+        return {
+            "acks": self.acks,
+            "enable_idempotence": self.idempotence,
+            "linger_ms": self.linger_ms,
+            "compression_type": self.compression,
+            "max_batch_size": self.batch_bytes,
+        }
+
+
+PRODUCER = ProducerReliability()
 
 
 @dataclass(frozen=True, slots=True)

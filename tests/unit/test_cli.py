@@ -32,16 +32,20 @@ def test_demo_json_accounts_for_every_record() -> None:
     result = pipeline("demo", "--count", "5000", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)  # exactly one JSON object, nothing else on stdout
-    assert set(summary) == {"consumed", "processed", "dead_lettered", "elapsed_s", "records_per_s"}
+    assert set(summary) == {
+        "consumed", "processed", "dead_lettered", "generation_s", "processing_s", "elapsed_s", "records_per_s",
+    }  # fmt: skip
     assert summary["consumed"] == 5000 == summary["processed"] + sum(summary["dead_lettered"].values())
     assert 300 < sum(summary["dead_lettered"].values()) < 700  # about one in ten
-    assert summary["records_per_s"] > 0
+    assert summary["generation_s"] > 0 and summary["processing_s"] > 0  # generating is not counted as processing
+    assert summary["generation_s"] + summary["processing_s"] == pytest.approx(summary["elapsed_s"], abs=0.002)
+    assert summary["records_per_s"] == pytest.approx(5000 / summary["processing_s"], rel=0.01)
 
 
 def test_demo_prints_a_readable_summary() -> None:
     result = pipeline("demo", "--count", "2000")
     assert result.returncode == 0, result.stderr
-    for label in ("consumed", "processed", "dead-lettered", "records/s", "accounted for"):
+    for label in ("consumed", "processed", "dead-lettered", "generation", "processing", "records/s", "accounted for"):
         assert label in result.stdout
     assert "accounted for" in result.stdout and " yes " in result.stdout
 
