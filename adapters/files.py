@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import orjson
 
-from application import dead_letter
+from application import dlq_headers
 from application.messages import ConsumedRecord, Headers, TopicPartition, header_value
 from application.ports import DeliveryCallback, MessageSink, MessageSource, RebalanceListener
 
@@ -73,11 +73,11 @@ class JsonLinesSource(MessageSource):
 def dead_letter_line(value: bytes | None, headers: Headers) -> bytes:
     """One DLQ file line: where the record was, why it failed, and its original text."""
     raw = value or b""
-    offset = header_value(headers, dead_letter.SOURCE_OFFSET)
+    offset = header_value(headers, dlq_headers.SOURCE_OFFSET)
     entry: dict[str, object] = {
         "line": int(offset) + 1 if offset is not None else None,
-        "reason": (header_value(headers, dead_letter.REASON) or b"").decode(),
-        "error": (header_value(headers, dead_letter.ERROR) or b"").decode("utf-8", "replace"),
+        "reason": (header_value(headers, dlq_headers.REASON) or b"").decode(),
+        "error": (header_value(headers, dlq_headers.ERROR) or b"").decode("utf-8", "replace"),
         "raw": raw.decode("utf-8", "replace"),
     }
     try:

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence, Set
 from typing import Generic, TypeVar
 
-from application import dead_letter
+from application import dlq_headers
 from application.errors import BrokerUnavailable, UnsupportedOperation
 from application.health import HealthState
 from application.logs import ThrottledWarning
@@ -165,7 +165,7 @@ class PipelineLoop(ABC, Generic[SinkT]):
             record.topic, record.partition, record.offset, attempts, error, record=record,
         )  # fmt: skip
         failed_at = format_processed_at(self._clock.now())
-        return self._router.dead_letter(record, dead_letter.PUBLISH_FAILED, str(error), failed_at)
+        return self._router.dead_letter(record, dlq_headers.PUBLISH_FAILED, str(error), failed_at)
 
     def _check_message_limits(self) -> None:
         """Say once, at start, when the DLQ or the producer takes less than the input topic may hold."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from application import dead_letter
+from application import dlq_headers
 from application.logs import ThrottledWarning
 from application.messages import ConsumedRecord, Headers
 from application.ports import Tracer
@@ -54,7 +54,7 @@ class RecordRouter:
             kind = type(error)
             return self._dead_letter(
                 record,
-                dead_letter.PROCESSING_ERROR,
+                dlq_headers.PROCESSING_ERROR,
                 f"{kind.__name__}: {error}",
                 processed_at,
                 exception_class=f"{kind.__module__}.{kind.__qualname__}",
@@ -63,7 +63,7 @@ class RecordRouter:
     def _dead_letter(
         self, record: ConsumedRecord, reason: str, error: str, failed_at: str, *, exception_class: str | None = None
     ) -> Routed:
-        headers = dead_letter.dead_letter_headers(
+        headers = dlq_headers.dead_letter_headers(
             record, reason, error, failed_at, group=self._group, exception_class=exception_class
         )
         return Routed(self._dlq_topic, record.key, record.value, headers, reason)
@@ -88,8 +88,8 @@ class TracingRouter(RecordRouter):
         span = self._tracer.start(record)
         routed = super().route(record, processed_at)
         error = None
-        if routed.reason == dead_letter.PROCESSING_ERROR:
-            error = _header_text(routed.headers, dead_letter.ERROR)
+        if routed.reason == dlq_headers.PROCESSING_ERROR:
+            error = _header_text(routed.headers, dlq_headers.ERROR)
         self._carry(routed, span.end(routed.reason, error))
         return routed
 

@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from adapters.generator import LoginGenerator
 from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
 from adapters.tracing import OpenTelemetryTracer, ReportingExporter
+from application.at_least_once import AtLeastOncePipeline
 from application.messages import ConsumedRecord
-from application.pipeline import Pipeline
 from application.ports import Tracer
 from application.routing import RecordRouter, make_router
 from application.settings import PipelineSettings
@@ -66,7 +66,7 @@ def _pipeline_rate(tracer: Tracer, count: int) -> float:
         broker.create_topic(topic, 4)
     for generated in LoginGenerator(seed=3).records(count):
         broker.append(IN, generated.key, generated.value)
-    pipeline = Pipeline(
+    pipeline = AtLeastOncePipeline(
         InMemorySource(broker, "bench"), InMemorySink(broker), LoginEventProcessor(), PipelineSettings(), tracer=tracer
     )
     started = time.perf_counter()

@@ -28,12 +28,12 @@ from adapters.memory.groups import InMemoryGroupOffsets
 from adapters.metrics import PrometheusMetrics
 from adapters.schema import render_json_schema
 from adapters.tracing import tracer_from_environment
+from application.at_least_once import AtLeastOncePipeline
+from application.exactly_once import ExactlyOncePipeline
 from application.health import HealthState
 from application.loop import PipelineLoop
-from application.pipeline import Pipeline
 from application.ports import Clock, GroupOffsets, MessageSink, MessageSource, TopicAdmin, Tracer, TransactionalSink
 from application.settings import PipelineSettings
-from application.transactional import TransactionalPipeline
 from domain.codec import JsonCodec, StdlibJsonCodec
 from domain.policies import ValidationPolicy, build_policies
 from domain.processing import LoginEventProcessor
@@ -198,8 +198,8 @@ class Container(containers.DeclarativeContainer):
         "tracer": tracer,
     }
     guarantees: ClassVar[dict[str, providers.Provider[Any]]] = {
-        "at-least-once": providers.Factory(Pipeline, source=source, sink=sink, **_use_case),
-        "exactly-once": providers.Factory(TransactionalPipeline, source=source, sink=transactional_sink, **_use_case),
+        "at-least-once": providers.Factory(AtLeastOncePipeline, source=source, sink=sink, **_use_case),
+        "exactly-once": providers.Factory(ExactlyOncePipeline, source=source, sink=transactional_sink, **_use_case),
     }
     pipeline: providers.Selector[PipelineLoop[Any]] = providers.Selector(
         settings.provided.processing_guarantee, **guarantees

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapters.json_codec import OrjsonCodec
-from application.dead_letter import PROCESSING_ERROR, dead_letter_headers
+from application.dlq_headers import PROCESSING_ERROR, dead_letter_headers
 from application.messages import ConsumedRecord
 from domain.model import format_processed_at
 from domain.outcomes import Processed

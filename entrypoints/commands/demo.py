@@ -7,7 +7,7 @@ import dataclasses
 import json
 import time
 
-from application.dead_letter import ERROR, REASON
+from application.dlq_headers import ERROR, REASON
 from application.messages import TopicPartition, header_value
 from application.stats import PipelineStats
 from entrypoints.config import Settings

@@ -6,8 +6,8 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from application import dead_letter
-from application.dlq import (
+from application import dlq_headers
+from application.dlq_repair import (
     ReplayPositions,
     forget_positions,
     inspect_dead_letters,
@@ -67,11 +67,11 @@ def inspect(args: argparse.Namespace, settings: Settings) -> int:
             if record.timestamp_ms
             else "?"
         )
-        error = (header_value(record.headers, dead_letter.ERROR) or b"").decode("utf-8", "replace")
+        error = (header_value(record.headers, dlq_headers.ERROR) or b"").decode("utf-8", "replace")
         origin = (
-            f"{(header_value(record.headers, dead_letter.SOURCE_TOPIC) or b'?').decode()}"
-            f"[{(header_value(record.headers, dead_letter.SOURCE_PARTITION) or b'?').decode()}]"
-            f"@{(header_value(record.headers, dead_letter.SOURCE_OFFSET) or b'?').decode()}"
+            f"{(header_value(record.headers, dlq_headers.SOURCE_TOPIC) or b'?').decode()}"
+            f"[{(header_value(record.headers, dlq_headers.SOURCE_PARTITION) or b'?').decode()}]"
+            f"@{(header_value(record.headers, dlq_headers.SOURCE_OFFSET) or b'?').decode()}"
         )
         value = (record.value or b"")[:_SHOWN_BYTES].decode("utf-8", "replace")
         print(f"- {when} {reason_of(record)} ({origin}): {error}\n    {value}")
@@ -79,8 +79,8 @@ def inspect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
-    if args.reason is not None and args.reason not in dead_letter.REASONS:
-        raise UsageError(f"unknown --reason {args.reason!r}; the reason codes are: {', '.join(dead_letter.REASONS)}")
+    if args.reason is not None and args.reason not in dlq_headers.REASONS:
+        raise UsageError(f"unknown --reason {args.reason!r}; the reason codes are: {', '.join(dlq_headers.REASONS)}")
     if args.from_beginning and args.reason is not None:
         raise UsageError(
             "--from-beginning starts every replay filter over, so it takes no --reason"

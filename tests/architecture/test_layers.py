@@ -56,7 +56,7 @@ def test_domain_and_application_import_only_the_standard_library() -> None:
     [
         ("domain/model.py", "import marshmallow  # noqa", STDLIB_CONTRACT),
         ("domain/model.py", "import application.ports  # noqa", LAYERS_CONTRACT),
-        ("application/pipeline.py", "import adapters.memory  # noqa", LAYERS_CONTRACT),
+        ("application/at_least_once.py", "import adapters.memory  # noqa", LAYERS_CONTRACT),
         ("adapters/files.py", "import entrypoints.config  # noqa", LAYERS_CONTRACT),
         ("entrypoints/commands/demo.py", "import adapters.generator  # noqa", CONTAINER_CONTRACT),
         ("entrypoints/cli.py", "from adapters.logging import configure_logging  # noqa", CONTAINER_CONTRACT),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.generator import LoginGenerator
-from application import dead_letter
+from application import dlq_headers
 from tests.contract.kits import AdapterKit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ class Outcome:
         letters = kit.read_all(topics.dlq, len(dataset.values) - valid, timeout_s=120)
         reasons: Counter[str] = Counter()
         for letter in letters:
-            reasons[(dict(letter.headers).get(dead_letter.REASON) or b"").decode()] += 1
+            reasons[(dict(letter.headers).get(dlq_headers.REASON) or b"").decode()] += 1
         return cls(
             Counter(json.loads(record.value or b"")["user_id"] for record in outputs),
             Counter(record.value or b"" for record in letters),

@@ -15,7 +15,7 @@ import pytest
 
 from adapters.generator import LoginGenerator
 from adapters.schema import ProcessedLoginEventSchema
-from application import dead_letter
+from application import dlq_headers
 from application.messages import header_value
 from tests.contract.kits import AdapterKit, ConfluentKit, KafkaPythonKit
 
@@ -82,15 +82,15 @@ def test_ten_thousand_records_end_to_end(kafka_bootstrap: str, client: str) -> N
         assert expected[letter.value] is not None
         source = input_positions[letter.value]
         headers = dict(letter.headers)
-        assert headers[dead_letter.REASON].decode() == expected[letter.value]
-        assert headers[dead_letter.ERROR]
-        assert headers[dead_letter.SOURCE_TOPIC].decode() == topics["input"]
-        assert int(headers[dead_letter.SOURCE_PARTITION]) == source.partition
-        assert int(headers[dead_letter.SOURCE_OFFSET]) == source.offset
-        assert RFC3339_UTC.match(headers[dead_letter.FAILED_AT].decode())
+        assert headers[dlq_headers.REASON].decode() == expected[letter.value]
+        assert headers[dlq_headers.ERROR]
+        assert headers[dlq_headers.SOURCE_TOPIC].decode() == topics["input"]
+        assert int(headers[dlq_headers.SOURCE_PARTITION]) == source.partition
+        assert int(headers[dlq_headers.SOURCE_OFFSET]) == source.offset
+        assert RFC3339_UTC.match(headers[dlq_headers.FAILED_AT].decode())
         assert header_value(letter.headers, "origin") == b"e2e"
         assert letter.key == source.key
-        reasons[headers[dead_letter.REASON].decode()] += 1
+        reasons[headers[dlq_headers.REASON].decode()] += 1
     assert set(reasons) == {reason for reason in expected.values() if reason is not None}  # every reason appears
 
     # Every processed record follows the published contract.

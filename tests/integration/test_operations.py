@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from application import dead_letter
+from application import dlq_headers
 from application.messages import ConsumedRecord, header_value
 from domain.outcomes import Processed, Rejected
 from domain.processing import LoginEventProcessor
@@ -169,8 +169,8 @@ def test_dlq_inspect_counts_and_replay_resumes_without_double_sending(kafka_boot
     assert len({r.value for r in replayed}) == dead_total, "a replayed record was sent twice"
     assert {r.value for r in replayed} == {v for v, reason in dataset.values.items() if reason}
     for record in replayed[:200]:
-        assert header_value(record.headers, dead_letter.REPLAY_COUNT) == b"1"
-        assert not any(name in dead_letter.DLQ_HEADERS for name, _ in record.headers)
+        assert header_value(record.headers, dlq_headers.REPLAY_COUNT) == b"1"
+        assert not any(name in dlq_headers.DLQ_HEADERS for name, _ in record.headers)
 
     only = cli(kafka_bootstrap, "dlq", "replay", "--reason", "invalid_ip", "--max", "5", "--to", kit.topic(1),
                env={**env, "CONSUMER_GROUP": f"{topics.group}-2"})  # fmt: skip
@@ -195,7 +195,7 @@ def test_each_replay_filter_keeps_its_own_position(kafka_bootstrap: str, client:
     sink = kit.sink()
     for number, reason in enumerate(reasons):
         original = ConsumedRecord("user-login", number % 4, number, f"k{number}".encode(), f"v{number}".encode(), [])
-        headers = dead_letter.dead_letter_headers(original, reason, "why", "2026-01-01T00:00:00.000Z")
+        headers = dlq_headers.dead_letter_headers(original, reason, "why", "2026-01-01T00:00:00.000Z")
         sink.publish(dlq, original.key, original.value, headers, lambda error: None)
     assert sink.flush(30)
     sink.close()

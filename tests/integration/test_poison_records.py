@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from adapters.kafka_connection import KafkaConnection
-from application import dead_letter
+from application import dlq_headers
 from application.messages import header_value
 from application.ports import MessageSink
 from tests.contract.kits import AdapterKit, ConfluentKit, KafkaPythonKit
@@ -153,11 +153,11 @@ def test_an_oversized_record_reaches_a_dlq_the_service_created_byte_for_byte(
     [letter] = kit.read_all(topics.dlq, 1, timeout_s=60)
     assert letter.value == BIG, "the dead letter is the record, byte for byte"
     assert letter.key == b"big" and header_value(letter.headers, "origin") == b"poison"
-    assert header_value(letter.headers, dead_letter.REASON) == dead_letter.PUBLISH_FAILED.encode()
-    assert header_value(letter.headers, dead_letter.ERROR), "the client's error text"
-    assert header_value(letter.headers, dead_letter.CONSUMER_GROUP) == topics.group.encode()
-    assert header_value(letter.headers, dead_letter.SOURCE_TIMESTAMP_TYPE) == b"CreateTime"
-    assert int(header_value(letter.headers, dead_letter.SOURCE_TIMESTAMP) or b"0") > 0
+    assert header_value(letter.headers, dlq_headers.REASON) == dlq_headers.PUBLISH_FAILED.encode()
+    assert header_value(letter.headers, dlq_headers.ERROR), "the client's error text"
+    assert header_value(letter.headers, dlq_headers.CONSUMER_GROUP) == topics.group.encode()
+    assert header_value(letter.headers, dlq_headers.SOURCE_TIMESTAMP_TYPE) == b"CreateTime"
+    assert int(header_value(letter.headers, dlq_headers.SOURCE_TIMESTAMP) or b"0") > 0
 
     outputs = kit.read_all(topics.output, good, timeout_s=120)
     users = [json.loads(record.value or b"")["user_id"] for record in outputs]

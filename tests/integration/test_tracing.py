@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from application import dead_letter
+from application import dlq_headers
 from application.messages import ConsumedRecord, header_value
 from tests.contract.kits import AdapterKit, ConfluentKit, KafkaPythonKit
 from tests.integration.harness import Service, Topics
@@ -154,9 +154,9 @@ def test_spans_reach_an_otlp_receiver_and_records_carry_the_continued_trace(
         assert attrs["messaging.destination.partition.id"] in ("0", "1")
         if outcome == "dead_lettered":
             assert attrs["pipeline.dlq.reason"] == "malformed_json"
-            assert header_value(record.headers, dead_letter.REASON) == b"malformed_json"
+            assert header_value(record.headers, dlq_headers.REASON) == b"malformed_json"
             assert (
-                int(header_value(record.headers, dead_letter.SOURCE_OFFSET) or b"-1") == attrs["messaging.kafka.offset"]
+                int(header_value(record.headers, dlq_headers.SOURCE_OFFSET) or b"-1") == attrs["messaging.kafka.offset"]
             )
         assert header_value(record.headers, "origin") == b"tracing-test"
         if _input_value(record) in parents:  # continued: same trace, its span the child of the one sent

@@ -15,8 +15,8 @@ from adapters.generator import LoginGenerator
 from adapters.kafka_python import KafkaPythonAdmin, KafkaPythonSink, KafkaPythonSource
 from adapters.kafka_python.transactional import KafkaPythonTransactionalSink
 from adapters.memory import InMemoryAdmin, InMemorySink, InMemorySource, InMemoryTransactionalSink
-from application.pipeline import Pipeline
-from application.transactional import TransactionalPipeline
+from application.at_least_once import AtLeastOncePipeline
+from application.exactly_once import ExactlyOncePipeline
 from entrypoints.config import BROKER_CLIENTS, load_settings
 from entrypoints.container import build_container
 
@@ -41,7 +41,7 @@ def test_the_configured_client_selects_its_adapters(client: str) -> None:
 
 
 def test_the_in_memory_pipeline_is_built_for_each_guarantee() -> None:
-    for guarantee, kind in (("at-least-once", Pipeline), ("exactly-once", TransactionalPipeline)):
+    for guarantee, kind in (("at-least-once", AtLeastOncePipeline), ("exactly-once", ExactlyOncePipeline)):
         settings = load_settings({"BROKER_CLIENT": "memory", "PROCESSING_GUARANTEE": guarantee}, environ={})
         container = build_container(settings)
         assert isinstance(container.pipeline(), kind)

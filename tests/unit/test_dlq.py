@@ -6,8 +6,8 @@ import pytest
 
 from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
 from adapters.memory.groups import InMemoryGroupOffsets
-from application import dead_letter
-from application.dlq import (
+from application import dlq_headers
+from application.dlq_repair import (
     ReplaySummary,
     _Assignments,
     forget_positions,
@@ -33,16 +33,16 @@ def broker_with_dead_letters(reasons: list[str]) -> InMemoryBroker:
         source = ConsumedRecord(
             "user-login", 0, number, f"k{number}".encode(), f"v{number}".encode(), [("trace", b"t")]
         )
-        headers = dead_letter.dead_letter_headers(source, reason, "why", "2026-01-01T00:00:00.000Z")
+        headers = dlq_headers.dead_letter_headers(source, reason, "why", "2026-01-01T00:00:00.000Z")
         broker.append(DLQ, source.key, source.value, headers, timestamp_ms=1_000 + number)
     return broker
 
 
 def test_replay_headers_drop_the_dlq_ones_and_count_replays() -> None:
     record = ConsumedRecord(
-        "dlq", 0, 0, None, b"x", [("trace", b"t"), (dead_letter.REASON, b"r"), (dead_letter.REPLAY_COUNT, b"2")]
+        "dlq", 0, 0, None, b"x", [("trace", b"t"), (dlq_headers.REASON, b"r"), (dlq_headers.REPLAY_COUNT, b"2")]
     )
-    assert replay_headers(record) == [("trace", b"t"), (dead_letter.REPLAY_COUNT, b"3")]
+    assert replay_headers(record) == [("trace", b"t"), (dlq_headers.REPLAY_COUNT, b"3")]
 
 
 def test_inspect_counts_by_reason_and_shows_the_newest() -> None:
@@ -66,7 +66,7 @@ def test_replay_respects_reason_and_max_and_resumes_where_it_stopped() -> None:
     assert second.replayed == 2
     replayed = broker.records(TARGET)
     assert sorted(r.value or b"" for r in replayed) == sorted(f"v{n}".encode() for n in range(0, 12, 2))
-    assert all(header_value(r.headers, dead_letter.REPLAY_COUNT) == b"1" for r in replayed)
+    assert all(header_value(r.headers, dlq_headers.REPLAY_COUNT) == b"1" for r in replayed)
     assert {r.key for r in replayed} == {f"k{n}".encode() for n in range(0, 12, 2)}
 
 
@@ -100,7 +100,7 @@ def replay(
 
 def values_with(broker: InMemoryBroker, reason: str) -> set[bytes]:
     return {
-        r.value or b"" for r in broker.records(DLQ) if header_value(r.headers, dead_letter.REASON) == reason.encode()
+        r.value or b"" for r in broker.records(DLQ) if header_value(r.headers, dlq_headers.REASON) == reason.encode()
     }
 
 
@@ -162,7 +162,7 @@ def test_forgetting_the_positions_replays_everything_again_but_not_while_a_repla
 
 
 def test_reason_codes_are_the_domains_and_the_pipelines_own() -> None:
-    assert set(dead_letter.REASONS) == {r.value for r in RejectReason} | {"publish_failed", "processing_error"}
+    assert set(dlq_headers.REASONS) == {r.value for r in RejectReason} | {"publish_failed", "processing_error"}
 
 
 @pytest.mark.parametrize(
@@ -179,4 +179,4 @@ def test_replay_refuses_an_unknown_reason_in_one_line(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     if "unknown" in message:
-        assert all(reason in err for reason in dead_letter.REASONS)
+        assert all(reason in err for reason in dlq_headers.REASONS)

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from application import dead_letter
+from application import dlq_headers
 from domain.outcomes import RejectReason
 from entrypoints.config import SETTINGS, settings_table_markdown
 
@@ -17,13 +17,13 @@ def test_configuration_table_is_the_generated_one() -> None:
 
 
 def test_every_reason_code_is_documented() -> None:
-    assert {reason.value for reason in RejectReason} < set(dead_letter.REASONS)
-    for reason in dead_letter.REASONS:
+    assert {reason.value for reason in RejectReason} < set(dlq_headers.REASONS)
+    for reason in dlq_headers.REASONS:
         assert f"| `{reason}` |" in README, reason
 
 
 def test_every_dlq_header_is_documented() -> None:
-    for header in dead_letter.DLQ_HEADERS:
+    for header in dlq_headers.DLQ_HEADERS:
         assert f"`{header}`" in README, header
 
 

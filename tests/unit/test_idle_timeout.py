@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
-from application import dead_letter
-from application.dlq import replay_dead_letters
+from application import dlq_headers
+from application.at_least_once import AtLeastOncePipeline
+from application.dlq_repair import replay_dead_letters
 from application.errors import BrokerUnavailable, UnsupportedOperation
+from application.exactly_once import ExactlyOncePipeline
 from application.loop import DrainCheck
 from application.messages import ConsumedRecord, TopicPartition
-from application.pipeline import Pipeline
 from application.ports import GroupView, MessageSource, RebalanceListener
 from application.settings import PipelineSettings
-from application.transactional import TransactionalPipeline
 from domain.processing import LoginEventProcessor
 from tests.fakes import FakeClock
 
@@ -81,12 +81,10 @@ def _member(broker: InMemoryBroker, group: str, topic: str) -> InMemorySource:
 def _pipeline(kind: str, source: MessageSource, broker: InMemoryBroker, clock: FakeClock) -> Any:
     settings = PipelineSettings(poll_timeout_s=0.0, commit_interval_s=0.0, shutdown_timeout_s=2.0)
     if kind == "at-least-once":
-        return Pipeline(source, InMemorySink(broker), LoginEventProcessor(), settings, clock=clock)
+        return AtLeastOncePipeline(source, InMemorySink(broker), LoginEventProcessor(), settings, clock=clock)
     from adapters.memory import InMemoryTransactionalSink
 
-    return TransactionalPipeline(
-        source, InMemoryTransactionalSink(broker), LoginEventProcessor(), settings, clock=clock
-    )
+    return ExactlyOncePipeline(source, InMemoryTransactionalSink(broker), LoginEventProcessor(), settings, clock=clock)
 
 
 def _committed(broker: InMemoryBroker, group: str, topic: str, partitions: int = 2) -> list[int | None]:
@@ -142,7 +140,7 @@ def test_dlq_replay_waits_for_a_dead_replays_partitions() -> None:
     broker = _broker(clock, records=0)
     for number in range(20):
         original = ConsumedRecord(IN, 0, number, None, f"v{number}".encode(), ())
-        headers = dead_letter.dead_letter_headers(original, "invalid_ip", "why", "2026-01-01T00:00:00.000Z")
+        headers = dlq_headers.dead_letter_headers(original, "invalid_ip", "why", "2026-01-01T00:00:00.000Z")
         broker.append(DLQ, None, original.value, headers)
     _member(broker, "replay", DLQ)  # a replay killed a moment ago: it still holds the DLQ's partitions
     source = _TickingSource(broker, "replay", clock)

@@ -40,14 +40,14 @@ def test_secrets_never_reach_the_log(captured: io.StringIO) -> None:
 
 def test_json_lines_carry_service_and_record_context(captured: io.StringIO) -> None:
     configure_logging("info", "json", stream=captured, context={"worker": 2})
-    logging.getLogger("application.pipeline").warning(
+    logging.getLogger("application.at_least_once").warning(
         "publish failed", extra={"topic": "user-login", "partition": 3, "offset": 42}
     )
     [entry] = lines(captured)
     assert entry["service"] == "user-login-pipeline"
     assert entry["level"] == "WARNING" and entry["message"] == "publish failed"
     assert (entry["topic"], entry["partition"], entry["offset"], entry["worker"]) == ("user-login", 3, 42, 2)
-    assert entry["logger"] == "application.pipeline"
+    assert entry["logger"] == "application.at_least_once"
 
 
 def test_level_and_text_format_are_configurable(captured: io.StringIO) -> None:
@@ -60,7 +60,7 @@ def test_level_and_text_format_are_configurable(captured: io.StringIO) -> None:
 def test_a_recurring_per_record_event_warns_once_per_interval_and_counts(captured: io.StringIO) -> None:
     configure_logging("info", "json", stream=captured)
     now = [0.0]
-    warn = ThrottledWarning(logging.getLogger("application.pipeline"), interval_s=30, monotonic=lambda: now[0])
+    warn = ThrottledWarning(logging.getLogger("application.at_least_once"), interval_s=30, monotonic=lambda: now[0])
     for offset in range(1000):
         warn("record %d failed", offset, record=ConsumedRecord("t", 0, offset, None, b""))
     now[0] = 31.0

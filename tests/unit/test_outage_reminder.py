@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
+from application.at_least_once import AtLeastOncePipeline
 from application.errors import BrokerUnavailable
-from application.pipeline import Pipeline
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
 from domain.processing import LoginEventProcessor
@@ -43,7 +43,9 @@ def test_a_long_outage_is_reminded_once_a_minute_with_its_duration(caplog: pytes
     clock, stop = FakeClock(), threading.Event()
     source = DownFor(broker, clock, polls=61, step_s=5.0, stop=stop)  # 5 minutes, a failure every 5 s
     settings = PipelineSettings(poll_timeout_s=0.0, retry=RetryPolicy(limit=1, base_backoff_s=0.001))
-    pipeline = Pipeline(source, InMemorySink(broker), LoginEventProcessor(), settings, clock=clock, rng=NoJitter())
+    pipeline = AtLeastOncePipeline(
+        source, InMemorySink(broker), LoginEventProcessor(), settings, clock=clock, rng=NoJitter()
+    )
 
     with caplog.at_level("INFO", logger="application.loop"):
         pipeline.run(stop)

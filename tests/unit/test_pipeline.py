@@ -10,10 +10,10 @@ import pytest
 
 from adapters.generator import LoginGenerator
 from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource
-from application import dead_letter
+from application import dlq_headers
+from application.at_least_once import AtLeastOncePipeline
 from application.errors import BrokerUnavailable
 from application.messages import TopicPartition, header_value
-from application.pipeline import Pipeline
 from application.ports import RebalanceListener
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
@@ -46,8 +46,8 @@ def make_broker(partitions: int = 2) -> InMemoryBroker:
 
 def make_pipeline(
     broker: InMemoryBroker, group: str = "g", *, source: InMemorySource | None = None, **changes: Any
-) -> Pipeline:
-    return Pipeline(
+) -> AtLeastOncePipeline:
+    return AtLeastOncePipeline(
         source or InMemorySource(broker, group),
         InMemorySink(broker),
         LoginEventProcessor(),
@@ -83,13 +83,13 @@ def test_routes_processed_and_rejected_records() -> None:
     assert (letter.key, letter.value) == (b"k3", b"{not json")
     headers = dict(letter.headers)
     assert headers["trace"] == b"t-3"
-    assert headers[dead_letter.REASON] == b"malformed_json"
-    assert headers[dead_letter.ERROR]
-    assert headers[dead_letter.SOURCE_TOPIC] == IN.encode()
+    assert headers[dlq_headers.REASON] == b"malformed_json"
+    assert headers[dlq_headers.ERROR]
+    assert headers[dlq_headers.SOURCE_TOPIC] == IN.encode()
     source = next(r for r in broker.records(IN) if r.value == b"{not json")
-    assert headers[dead_letter.SOURCE_PARTITION] == str(source.partition).encode()
-    assert headers[dead_letter.SOURCE_OFFSET] == str(source.offset).encode()
-    assert headers[dead_letter.FAILED_AT].decode().endswith("Z")
+    assert headers[dlq_headers.SOURCE_PARTITION] == str(source.partition).encode()
+    assert headers[dlq_headers.SOURCE_OFFSET] == str(source.offset).encode()
+    assert headers[dlq_headers.FAILED_AT].decode().endswith("Z")
     assert committed(broker) == end_offsets(broker)
 
 
@@ -122,8 +122,8 @@ def test_exhausted_output_retries_go_to_the_dlq_as_publish_failed() -> None:
     assert stats.retries == FAST_RETRY.limit
     [letter] = broker.records(DLQ)
     assert (letter.key, letter.value) == (b"k", json.dumps(GOOD).encode())
-    assert header_value(letter.headers, dead_letter.REASON) == b"publish_failed"
-    assert b"output topic unavailable" in (header_value(letter.headers, dead_letter.ERROR) or b"")
+    assert header_value(letter.headers, dlq_headers.REASON) == b"publish_failed"
+    assert b"output topic unavailable" in (header_value(letter.headers, dlq_headers.ERROR) or b"")
     assert committed(broker) == end_offsets(broker)
 
 
@@ -181,12 +181,14 @@ def test_a_processing_exception_dead_letters_only_that_record() -> None:
     broker = make_broker(1)
     broker.append(IN, None, json.dumps({**GOOD, "note": "explode"}).encode())
     broker.append(IN, None, json.dumps(GOOD).encode())
-    pipeline = Pipeline(InMemorySource(broker, "g"), InMemorySink(broker), Exploding(), settings(), clock=broker.clock)
+    pipeline = AtLeastOncePipeline(
+        InMemorySource(broker, "g"), InMemorySink(broker), Exploding(), settings(), clock=broker.clock
+    )
     stats = pipeline.run(idle_timeout_s=0.05)
     assert stats.processed == 1
     [letter] = broker.records(DLQ)
-    assert header_value(letter.headers, dead_letter.REASON) == b"processing_error"
-    assert header_value(letter.headers, dead_letter.ERROR) == b"ZeroDivisionError: boom"
+    assert header_value(letter.headers, dlq_headers.REASON) == b"processing_error"
+    assert header_value(letter.headers, dlq_headers.ERROR) == b"ZeroDivisionError: boom"
 
 
 def test_max_messages_stops_after_that_many_are_done_and_committed() -> None:
@@ -203,7 +205,7 @@ def test_a_full_producer_queue_pauses_and_still_delivers_everything() -> None:
     broker = make_broker()
     for number in range(500):
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
-    pipeline = Pipeline(
+    pipeline = AtLeastOncePipeline(
         InMemorySource(broker, "g"),
         InMemorySink(broker, queue_capacity=10),
         LoginEventProcessor(),
@@ -231,7 +233,7 @@ def test_in_flight_records_are_bounded() -> None:
     broker = make_broker()
     for number in range(400):
         broker.append(IN, None, json.dumps({**GOOD, "user_id": f"u{number}"}).encode())
-    pipeline = Pipeline(
+    pipeline = AtLeastOncePipeline(
         InMemorySource(broker, "g"),
         SlowSink(broker),
         LoginEventProcessor(),
@@ -312,7 +314,7 @@ def test_two_members_share_the_partitions_without_loss_or_duplicates() -> None:
     ]
     failures: list[BaseException] = []
 
-    def run(member: Pipeline) -> None:
+    def run(member: AtLeastOncePipeline) -> None:
         try:
             member.run(idle_timeout_s=0.3)
         except BaseException as error:  # noqa: BLE001 - reported below, on the test's thread

@@ -23,14 +23,14 @@ from adapters.memory import (
     InMemorySource,
     InMemoryTransactionalSink,
 )
-from application import dead_letter
+from application import dlq_headers
+from application.at_least_once import AtLeastOncePipeline
+from application.exactly_once import ExactlyOncePipeline
 from application.messages import CREATE_TIME, ConsumedRecord, TopicPartition, header_value
-from application.pipeline import Pipeline
 from application.ports import Metrics, TopicSpec
 from application.retry import RetryPolicy
 from application.routing import RecordRouter
 from application.settings import PipelineSettings
-from application.transactional import TransactionalPipeline
 from domain.outcomes import Outcome
 from domain.processing import LoginEventProcessor
 from entrypoints.commands.topics import HEADROOM_BYTES, ensure_topics
@@ -110,14 +110,14 @@ def pipeline_for(
     clock: FakeClock | None = None,
     metrics: Metrics | None = None,
     **changes: Any,
-) -> Pipeline | TransactionalPipeline:
+) -> AtLeastOncePipeline | ExactlyOncePipeline:
     source = source or InMemorySource(broker, "g")
     if guarantee == "exactly-once":
-        return TransactionalPipeline(
+        return ExactlyOncePipeline(
             source, InMemoryTransactionalSink(broker), LoginEventProcessor(), settings(**changes),
             clock=clock, metrics=metrics,
         )  # fmt: skip
-    return Pipeline(
+    return AtLeastOncePipeline(
         source, InMemorySink(broker), LoginEventProcessor(), settings(**changes), clock=clock, metrics=metrics
     )
 
@@ -175,11 +175,11 @@ def test_an_output_too_large_for_its_topic_reaches_the_dlq_byte_for_byte(guarant
 
     [letter] = broker.records(DLQ)
     assert letter.value == BIG and letter.key == b"k"
-    assert header_value(letter.headers, dead_letter.REASON) == dead_letter.PUBLISH_FAILED.encode()
-    assert b"MSG_SIZE_TOO_LARGE" in (header_value(letter.headers, dead_letter.ERROR) or b"")
+    assert header_value(letter.headers, dlq_headers.REASON) == dlq_headers.PUBLISH_FAILED.encode()
+    assert b"MSG_SIZE_TOO_LARGE" in (header_value(letter.headers, dlq_headers.ERROR) or b"")
     assert header_value(letter.headers, "trace") == b"t1"
     assert sorted(users(broker)) == sorted(f"u{n}" for n in range(30))
-    assert stats.dead_lettered == {dead_letter.PUBLISH_FAILED: 1}
+    assert stats.dead_lettered == {dlq_headers.PUBLISH_FAILED: 1}
     assert [committed(broker, p) for p in (0, 1)] == [end(broker, 0), end(broker, 1)]
 
 
@@ -201,7 +201,7 @@ def test_a_dead_letter_the_dlq_refuses_stops_only_its_partition_until_the_dlq_ta
 
     clock, stop, metrics = TickingClock(), threading.Event(), StallMetrics()
     phase: dict[str, float] = {}
-    pipeline: Pipeline | TransactionalPipeline
+    pipeline: AtLeastOncePipeline | ExactlyOncePipeline
 
     seen: dict[str, Any] = {}
 
@@ -241,7 +241,7 @@ def test_a_dead_letter_the_dlq_refuses_stops_only_its_partition_until_the_dlq_ta
     again.run(stop2)
     [letter] = broker.records(DLQ)
     assert letter.value == BIG
-    assert header_value(letter.headers, dead_letter.REASON) == dead_letter.PUBLISH_FAILED.encode()
+    assert header_value(letter.headers, dlq_headers.REASON) == dlq_headers.PUBLISH_FAILED.encode()
     assert set(users(broker)) == {f"u{n}" for n in range(60)}
     assert not again.health.partition_stalls and metrics.stalled == 0
 
@@ -253,7 +253,7 @@ def test_a_stopped_partition_resumes_by_itself_once_the_dlq_takes_the_record(gua
     broker.append(IN, None, good(1))
     clock, stop = TickingClock(), threading.Event()
     raised = {"done": False}
-    pipeline: Pipeline | TransactionalPipeline
+    pipeline: AtLeastOncePipeline | ExactlyOncePipeline
 
     def until() -> bool:
         if pipeline.health.partition_stalls and not raised["done"]:
@@ -282,17 +282,17 @@ def test_dead_letters_name_the_group_the_source_timestamp_and_the_exception_clas
     router = RecordRouter(Exploding(), settings(consumer_group="the-group"))
     record = ConsumedRecord(IN, 3, 7, b"k", b'{"boom": 1}', (), 1_700_000_000_123, CREATE_TIME)
     headers = router.route(record, "2026-01-01T00:00:00.000Z").headers
-    assert header_value(headers, dead_letter.REASON) == b"processing_error"
-    assert header_value(headers, dead_letter.CONSUMER_GROUP) == b"the-group"
-    assert header_value(headers, dead_letter.SOURCE_TIMESTAMP) == b"1700000000123"
-    assert header_value(headers, dead_letter.SOURCE_TIMESTAMP_TYPE) == b"CreateTime"
-    assert header_value(headers, dead_letter.EXCEPTION_CLASS) == b"builtins.KeyError"
+    assert header_value(headers, dlq_headers.REASON) == b"processing_error"
+    assert header_value(headers, dlq_headers.CONSUMER_GROUP) == b"the-group"
+    assert header_value(headers, dlq_headers.SOURCE_TIMESTAMP) == b"1700000000123"
+    assert header_value(headers, dlq_headers.SOURCE_TIMESTAMP_TYPE) == b"CreateTime"
+    assert header_value(headers, dlq_headers.EXCEPTION_CLASS) == b"builtins.KeyError"
 
     invalid = ConsumedRecord(IN, 0, 1, None, b"not json", (), None, None)
     headers = router.route(invalid, "2026-01-01T00:00:00.000Z").headers
-    assert header_value(headers, dead_letter.REASON) == b"malformed_json"
-    assert header_value(headers, dead_letter.EXCEPTION_CLASS) is None  # only for processing_error
-    assert header_value(headers, dead_letter.SOURCE_TIMESTAMP) is None  # none known
+    assert header_value(headers, dlq_headers.REASON) == b"malformed_json"
+    assert header_value(headers, dlq_headers.EXCEPTION_CLASS) is None  # only for processing_error
+    assert header_value(headers, dlq_headers.SOURCE_TIMESTAMP) is None  # none known
 
 
 def test_the_memory_source_reports_the_timestamp_type() -> None:

@@ -19,15 +19,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 from adapters import tracing
 from adapters.memory import InMemoryBroker, InMemorySink, InMemorySource, InMemoryTransactionalSink
 from adapters.tracing import OpenTelemetryTracer, ReportingExporter, tracer_from_environment
-from application import dead_letter
+from application import dlq_headers
+from application.at_least_once import AtLeastOncePipeline
 from application.errors import InvalidConfiguration
+from application.exactly_once import ExactlyOncePipeline
 from application.messages import header_value
-from application.pipeline import Pipeline
 from application.ports import Tracer
 from application.retry import RetryPolicy
 from application.routing import RecordRouter, TracingRouter, make_router
 from application.settings import PipelineSettings
-from application.transactional import TransactionalPipeline
 from domain.processing import LoginEventProcessor
 from tests.fakes import FakeClock
 
@@ -87,12 +87,12 @@ def make_broker(partitions: int = 1) -> InMemoryBroker:
 
 def run(broker: InMemoryBroker, tracer: Tracer, *, exactly_once: bool = False) -> None:
     if exactly_once:
-        TransactionalPipeline(
+        ExactlyOncePipeline(
             InMemorySource(broker, "g"), InMemoryTransactionalSink(broker), LoginEventProcessor(), SETTINGS,
             clock=broker.clock, tracer=tracer,
         ).run(idle_timeout_s=0.05)  # fmt: skip
     else:
-        Pipeline(
+        AtLeastOncePipeline(
             InMemorySource(broker, "g"), InMemorySink(broker), LoginEventProcessor(), SETTINGS,
             clock=broker.clock, tracer=tracer,
         ).run(idle_timeout_s=0.05)  # fmt: skip
@@ -209,7 +209,7 @@ def test_a_record_s_trace_is_continued_into_its_output_and_its_dead_letter(
     [letter] = broker.records(DLQ)
     trace_id, parent_id, _ = parse(header_value(letter.headers, "traceparent"))
     assert span_ids(spans[1]) == (TRACE_ID, parent_id, "00000000000000aa")
-    assert header_value(letter.headers, dead_letter.REASON) == b"malformed_json"
+    assert header_value(letter.headers, dlq_headers.REASON) == b"malformed_json"
     attributes = spans[1].attributes or {}
     assert (attributes[tracing.OUTCOME], attributes[tracing.DLQ_REASON]) == (tracing.DEAD_LETTERED, "malformed_json")
     assert spans[1].status.status_code is StatusCode.UNSET  # bad input is the record's fault, not the service's
@@ -320,7 +320,7 @@ def test_with_no_collector_the_pipeline_runs_and_shutdown_is_bounded(
     for n in range(20):
         broker.append(IN, str(n).encode(), GOOD)
     with caplog.at_level(logging.WARNING):
-        Pipeline(
+        AtLeastOncePipeline(
             InMemorySource(broker, "g"), InMemorySink(broker), LoginEventProcessor(), SETTINGS,
             clock=broker.clock, tracer=tracer,
         ).run(idle_timeout_s=0.05)  # fmt: skip

@@ -8,13 +8,13 @@ from typing import Any
 
 from adapters.generator import LoginGenerator
 from adapters.memory import InMemoryBroker, InMemorySource, InMemoryTransactionalSink
-from application import dead_letter
+from application import dlq_headers
 from application.errors import SinkFull, TransactionAborted
+from application.exactly_once import ExactlyOncePipeline
 from application.messages import DeliveryError, Headers, TopicPartition, header_value
 from application.ports import DeliveryCallback, Metrics
 from application.retry import RetryPolicy
 from application.settings import PipelineSettings
-from application.transactional import TransactionalPipeline
 from domain.processing import LoginEventProcessor
 from tests.fakes import FakeClock, StopAfterRetries
 
@@ -24,12 +24,12 @@ GOOD = {"user_id": "u", "app_version": "2.3.0", "device_type": "iOS"}
 
 def make(
     broker: InMemoryBroker, metrics: Metrics | None = None, **changes: Any
-) -> tuple[TransactionalPipeline, InMemoryTransactionalSink]:
+) -> tuple[ExactlyOncePipeline, InMemoryTransactionalSink]:
     settings = PipelineSettings(
         **{"poll_timeout_s": 0.01, "transaction_size": 100, "retry": RetryPolicy(2, 0.001, 0.002), **changes}
     )
     sink = InMemoryTransactionalSink(broker)
-    pipeline = TransactionalPipeline(
+    pipeline = ExactlyOncePipeline(
         InMemorySource(broker, "g"), sink, LoginEventProcessor(), settings, clock=broker.clock, metrics=metrics
     )
     return pipeline, sink
@@ -75,7 +75,7 @@ def test_a_record_the_output_keeps_refusing_is_dead_lettered_as_publish_failed()
     assert stats.dead_lettered == {"publish_failed": 1}
     [letter] = broker.records(DLQ)
     assert (letter.key, letter.value) == (b"k", json.dumps(GOOD).encode())
-    assert header_value(letter.headers, dead_letter.REASON) == b"publish_failed"
+    assert header_value(letter.headers, dlq_headers.REASON) == b"publish_failed"
     assert sink.aborted_transactions == 3  # the first try and RETRY_LIMIT=2 retries
     assert broker.committed("g", TopicPartition(IN, 0)) == 1
 
@@ -212,7 +212,7 @@ def test_an_attempt_that_dead_letters_records_starts_the_backoff_again() -> None
     settings = PipelineSettings(poll_timeout_s=0.01, transaction_size=records, retry=RetryPolicy(5, base, 10.0))
     sink, rng = RefusesOneOutputPerAttempt(broker), Ceilings()
     source = InMemorySource(broker, "g")
-    pipeline = TransactionalPipeline(source, sink, LoginEventProcessor(), settings, clock=broker.clock, rng=rng)
+    pipeline = ExactlyOncePipeline(source, sink, LoginEventProcessor(), settings, clock=broker.clock, rng=rng)
     started = broker.clock.monotonic()
     stats = pipeline.run(max_messages=records)
     assert rng.asked == [base] * records  # growing, they would have reached the 10 s ceiling at the 8th attempt
@@ -231,7 +231,7 @@ def test_attempts_without_progress_wait_longer_each_time() -> None:
     settings = PipelineSettings(poll_timeout_s=0.01, retry=RetryPolicy(5, 1.0, 100.0))
     sink, rng = InMemoryTransactionalSink(broker), Ceilings()
     source = InMemorySource(broker, "g")
-    pipeline = TransactionalPipeline(source, sink, LoginEventProcessor(), settings, clock=broker.clock, rng=rng)
+    pipeline = ExactlyOncePipeline(source, sink, LoginEventProcessor(), settings, clock=broker.clock, rng=rng)
     pipeline.run(max_messages=1)
     assert rng.asked == [1.0, 2.0, 4.0, 8.0]
     assert sink.aborted_transactions == 4 and len(broker.records(OUT)) == 1
@@ -263,7 +263,7 @@ def test_a_full_transactional_queue_is_waited_out_by_polling_the_sink() -> None:
     broker = broker_with(30, partitions=1)
     sink = RoomOnlyAfterPoll(broker)
     settings = PipelineSettings(poll_timeout_s=0.01, transaction_size=10)
-    pipeline = TransactionalPipeline(
+    pipeline = ExactlyOncePipeline(
         InMemorySource(broker, "g"), sink, LoginEventProcessor(), settings, clock=broker.clock
     )
     stats = pipeline.run(max_messages=30)

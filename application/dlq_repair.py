@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from application import dead_letter
+from application import dlq_headers
 from application.loop import DrainCheck
 from application.messages import ConsumedRecord, DeliveryError, TopicPartition, header_value
 from application.ports import Clock, GroupOffsets, MessageSink, MessageSource
@@ -44,7 +44,7 @@ def _caught_up(source: MessageSource, listener: _Assignments) -> bool:
 
 
 def reason_of(record: ConsumedRecord) -> str:
-    return (header_value(record.headers, dead_letter.REASON) or b"unknown").decode("utf-8", "replace")
+    return (header_value(record.headers, dlq_headers.REASON) or b"unknown").decode("utf-8", "replace")
 
 
 def replay_group(consumer_group: str, reason: str | None = None) -> str:
@@ -72,7 +72,7 @@ class ReplayPositions:
 
 def read_positions(groups: GroupOffsets, consumer_group: str, dlq_topic: str) -> ReplayPositions:
     """Every replay filter's position on ``dlq_topic``; raises BrokerUnavailable."""
-    names = {reason: replay_group(consumer_group, reason) for reason in dead_letter.REASONS}
+    names = {reason: replay_group(consumer_group, reason) for reason in dlq_headers.REASONS}
     found = groups.committed([replay_group(consumer_group), *names.values()], dlq_topic)
     return ReplayPositions(
         unfiltered=found.get(replay_group(consumer_group), {}),
@@ -85,7 +85,7 @@ def forget_positions(groups: GroupOffsets, consumer_group: str) -> None:
 
     Raises GroupInUse while a replay is running, BrokerUnavailable.
     """
-    groups.delete_groups([replay_group(consumer_group, reason) for reason in (None, *dead_letter.REASONS)])
+    groups.delete_groups([replay_group(consumer_group, reason) for reason in (None, *dlq_headers.REASONS)])
 
 
 @dataclass
@@ -151,12 +151,12 @@ class ReplaySummary:
 
 def replay_headers(record: ConsumedRecord) -> list[tuple[str, bytes]]:
     """The record's own headers, without the DLQ's, plus how many times it has been replayed."""
-    previous = header_value(record.headers, dead_letter.REPLAY_COUNT)
+    previous = header_value(record.headers, dlq_headers.REPLAY_COUNT)
     count = int(previous) + 1 if previous and previous.isdigit() else 1
     headers = [
-        (k, v) for k, v in dead_letter.without_dead_letter_headers(record.headers) if k != dead_letter.REPLAY_COUNT
+        (k, v) for k, v in dlq_headers.without_dead_letter_headers(record.headers) if k != dlq_headers.REPLAY_COUNT
     ]
-    headers.append((dead_letter.REPLAY_COUNT, str(count).encode()))
+    headers.append((dlq_headers.REPLAY_COUNT, str(count).encode()))
     return headers
 
 

@@ -45,7 +45,7 @@ class _Stall:
         self.retry_at = retry_at
 
 
-class TransactionalPipeline(PipelineLoop[TransactionalSink]):
+class ExactlyOncePipeline(PipelineLoop[TransactionalSink]):
     def _setup(self) -> None:
         self.transactions = 0
         self.aborts = 0

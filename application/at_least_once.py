@@ -31,7 +31,9 @@ class _Delivery:
 
     __slots__ = ("ledger", "pipeline", "plain", "record", "retries", "routed")
 
-    def __init__(self, pipeline: Pipeline, record: ConsumedRecord, ledger: PartitionLedger, routed: Routed) -> None:
+    def __init__(
+        self, pipeline: AtLeastOncePipeline, record: ConsumedRecord, ledger: PartitionLedger, routed: Routed
+    ) -> None:
         # Headed for the output topic and no latency sample: the case the callback handles inline.
         self.plain = routed.reason is None
         self.pipeline = pipeline
@@ -42,7 +44,7 @@ class _Delivery:
 
     @property
     def timed(self) -> bool:
-        """Its acknowledgement is the batch's latency sample (see ``Pipeline._handle``)."""
+        """Its acknowledgement is the batch's latency sample (see ``AtLeastOncePipeline._handle``)."""
         return self.routed.reason is None and not self.plain
 
     def __call__(self, error: DeliveryError | None) -> None:
@@ -56,7 +58,7 @@ class _Delivery:
         self.pipeline._delivered(self, error)
 
 
-class Pipeline(PipelineLoop[MessageSink]):
+class AtLeastOncePipeline(PipelineLoop[MessageSink]):
     def _setup(self) -> None:
         self._ledger = OffsetLedger()
         self._in_flight = 0
