@@ -154,8 +154,17 @@ class ConfluentSource(KafkaSource):
     def _consume(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         if self.errors.fatal is not None:
             raise self._translate(self.errors.fatal)
+        wanted = max(max_records, 1)
+        consume = self._consumer.consume
         try:
-            messages: list[Message] = self._consumer.consume(max(max_records, 1) if max_records else 1, timeout_s)
+            # Serve what has arrived: consume(n, timeout) waits for n records or the whole timeout, so at
+            # light load a record would sit in the queue until a batch fills up. Take what is queued; if
+            # nothing is, wait for the first record only, then take whatever came with it.
+            messages: list[Message] = consume(wanted, 0)
+            if not messages and timeout_s > 0:
+                messages = consume(1, timeout_s)
+                if messages and wanted > 1:
+                    messages += consume(wanted - 1, 0)
         except KafkaException as failure:
             raise self._translate(failure) from None
         records: list[ConsumedRecord] = []

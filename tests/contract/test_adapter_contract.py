@@ -193,6 +193,30 @@ def test_paused_partitions_deliver_nothing_until_resumed(kit: AdapterKit) -> Non
         source.close()
 
 
+def test_a_poll_returns_what_has_arrived_without_waiting_for_a_full_batch(kit: AdapterKit) -> None:
+    """The port's promise (at most ``timeout_s`` for the *first* record): light load is served at once."""
+    topic = kit.topic(partitions=1)
+    publish(kit, topic, [(None, b"warm-up", [])])
+    source = kit.source("arrived-group")
+    source.subscribe([topic], Recorder())
+    try:
+        got: list[ConsumedRecord] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while not got and time.monotonic() < deadline:  # joined, assigned, fetching
+            got = source.poll_batch(500, POLL_S)
+        assert [r.value for r in got] == [b"warm-up"]
+        publish(kit, topic, [(None, f"r{n}".encode(), []) for n in range(3)])
+        started = time.monotonic()
+        got = source.poll_batch(500, 20.0)  # far fewer than 500 arrive: the poll must not sit out the 20 s
+        waited = time.monotonic() - started
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += source.poll_batch(500, POLL_S)
+        assert got and waited < 10.0, f"waited {waited:.1f}s for {len(got)} record(s)"
+        assert [r.value for r in got] == [b"r0", b"r1", b"r2"]
+    finally:
+        source.close()
+
+
 def test_ensure_topics_creates_once_and_reports_a_mismatch(kit: AdapterKit) -> None:
     name = kit.topic(partitions=2)
     admin = kit.admin()

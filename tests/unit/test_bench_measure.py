@@ -34,3 +34,23 @@ def _document(cpu: float | None) -> dict[str, Any]:
 def test_the_cpu_target_row_reads_the_service_figure(cpu: float | None, met: bool | None) -> None:
     [row] = [t for t in report.targets(_document(cpu)) if "CPU per record" in t["target"]]
     assert row["met"] is met and row["ratio"] == cpu
+
+
+@pytest.mark.parametrize(("p50", "p99", "met"), [(6.0, 40.0, (True, True)), (47.0, 136.0, (False, False))])
+def test_the_latency_target_rows_hold_at_least_once_to_issue_13s_figures(
+    p50: float, p99: float, met: tuple[bool, bool]
+) -> None:
+    document = _document(9.0)
+    document["contenders"][0] |= {"p50_ms": p50, "p99_ms": p99}
+    rows = [t for t in report.targets(document) if "latency" in t["target"]]
+    assert [(r["threshold"], r["met"], r["ratio"]) for r in rows] == [(10.0, met[0], p50), (50.0, met[1], p99)]
+
+
+def test_the_throughput_targets_are_issue_13s() -> None:
+    ceiling = {"name": "ceiling", "records_per_s": 100_000, "status": "ok"}
+    eos = {"name": "confluent-eos-1w", "records_per_s": 36_000, "status": "ok"}
+    document = _document(9.0)
+    document["contenders"] += [ceiling, eos]
+    rows = {t["target"]: t for t in report.targets(document)}
+    assert rows["confluent at-least-once, 1 worker >= 0.8 x ceiling"]["met"] is False  # 50k of 100k
+    assert rows["confluent exactly-once >= 0.7 x at-least-once (1 worker)"]["met"] is True  # 36k of 50k
