@@ -53,6 +53,8 @@ class OrjsonCodec:
 
     def encode(self, value: object) -> bytes:
         try:
-            return orjson.dumps(value)
+            # orjson's result keeps its whole write buffer (~4 KB, whatever the length), and up to
+            # MAX_IN_FLIGHT encoded values stay alive for retries: an exact-size copy costs ~0.15 us.
+            return memoryview(orjson.dumps(value)).tobytes()
         except TypeError:
             return self._reference.encode(value)

@@ -1,6 +1,7 @@
 """The orjson fast path must decode and encode exactly like the stdlib reference codec."""
 
 import json
+import tracemalloc
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -56,3 +57,17 @@ def test_decoding_agrees_on_arbitrary_bytes(raw: bytes) -> None:
 @example({"surrogate": "\udc00", "big": 2**80})
 def test_encoding_round_trips_like_the_reference(value: object) -> None:
     assert _same(json.loads(FAST.encode(value)), json.loads(REFERENCE.encode(value)))
+
+
+def test_an_encoded_value_holds_about_its_own_size_not_orjsons_write_buffer() -> None:
+    """Up to MAX_IN_FLIGHT encoded values stay alive for retries: each must cost its length, not ~4 KB."""
+    value = {"user_id": "u-1", "ip": "10.0.0.1", "app_version": "2.3.1", "processed_at": "2026-01-01T00:00:00Z"}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [FAST.encode(value) for _ in range(1000)]
+        per_value = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert kept[0] == REFERENCE.encode(value)
+    assert per_value < 4 * len(kept[0]), f"{per_value:.0f} bytes held per {len(kept[0])}-byte value"
