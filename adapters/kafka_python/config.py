@@ -321,6 +321,10 @@ class _Diagnosis:
     _BOOTSTRAP_DROPPED = re.compile(r"Bootstrap connection to \S+ failed: KafkaConnectionError: socket disconnected")
     _UNANSWERED = "broker_version=unknown"  # the connection was closed before ApiVersions was answered
     _DROPS_TO_BLAME_LOGIN = 2
+    # What only an unreachable cluster gives (a slow one, e.g. timeouts under load, says nothing either way).
+    _DOWN = re.compile(
+        r"ECONNREFUSED|[Rr]efused|ECONNRESET|reset by peer|EHOSTUNREACH|ENETUNREACH|getaddrinfo|resolve|DNS"
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -354,7 +358,7 @@ class _Diagnosis:
                     self.kind = "dropped"
             return True
         else:
-            if "Connection lost" in text or "Connection failed" in text:
+            if ("Connection lost" in text or "Connection failed" in text) and self._DOWN.search(text):
                 with self._lock:  # refused, reset, unresolvable: the cluster is unreachable, not refusing us
                     self._drops, self._unanswered = 0, False
                     if self.kind == "dropped":

@@ -180,7 +180,7 @@ def test_a_plaintext_client_at_a_tls_listener_is_told_to_check_the_security_prot
 ) -> None:
     topics = Topics.create(admin_kit)
     service = Service(_ENV["SECURE_KAFKA_SSL"], client, topics)
-    reason = wait_not_ready_because(service, "the broker closes every connection before answering")
+    reason = wait_not_ready_because(service, "the broker closes every connection before answering", timeout_s=60.0)
     assert "KAFKA_SECURITY_PROTOCOL" in reason
     service.signal(signal.SIGTERM)
     assert service.wait(30) == 0, service.output()
