@@ -12,6 +12,7 @@ from application.messages import TopicPartition, header_value
 from application.stats import PipelineStats
 from entrypoints.config import Settings
 from entrypoints.container import TRACING_FLUSH_TIMEOUT_S, build_container
+from entrypoints.heap import prepare_for_record_loop
 from entrypoints.progress import Progress
 
 # Memory stays flat whatever --count is: the input is generated as it is read, FEED_AHEAD records per partition at
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     broker.feed(settings.input_topic, generated, ahead=FEED_AHEAD)
 
     pipeline = container.pipeline()
+    prepare_for_record_loop()
     started = time.perf_counter()
     with Progress("processing", lambda: pipeline.stats.consumed, args.count):
         stats = pipeline.run(max_messages=args.count, idle_timeout_s=5.0)

@@ -20,6 +20,7 @@ from entrypoints.commands.topics import ensure_topics, message_limits, producer_
 from entrypoints.config import Settings
 from entrypoints.container import TRACING_FLUSH_TIMEOUT_S, Container, build_container
 from entrypoints.errors import EnvironmentProblem
+from entrypoints.heap import prepare_for_record_loop
 from entrypoints.signals import GracefulStop
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def serve(settings: Settings, options: RunOptions, stop: GracefulStop) -> int:
             settings.input_topic, settings.output_topic, settings.dlq_topic,
             settings.consumer_group, settings.broker_client, settings.processing_guarantee,
         )  # fmt: skip
+        prepare_for_record_loop()
         pipeline.run(stop.event, max_messages=options.max_messages, idle_timeout_s=options.idle_timeout_s)
     except NotAuthorized as error:
         log.error("%s; exiting (status %d)", error, EXIT_NOT_AUTHORIZED)
