@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -516,8 +517,19 @@ def write(document: dict[str, Any], directory: Path) -> str:
     for name in ("latest", dated):
         _write(directory / f"{name}.json", data)
         _write(directory / f"{name}.md", text)
+    draw(document, directory)
+    return text
+
+
+def draw(document: dict[str, Any], directory: Path) -> bool:
+    """latest.png; without matplotlib (``make bench`` installs it), one line says so and no stale chart stays."""
     png = directory / "latest.png"
     temporary = directory / "latest.png.tmp"
-    chart(document, temporary)
+    try:
+        chart(document, temporary)
+    except ImportError as missing:
+        png.unlink(missing_ok=True)
+        print(f"bench: no chart drawn ({missing}); `make bench` installs matplotlib", file=sys.stderr)
+        return False
     temporary.replace(png)
-    return text
+    return True

@@ -408,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         table = report.write(document, RESULTS)
         print()
         print(table)
-        print(f"\nwrote {RESULTS / 'latest.json'}, latest.md, latest.png in {elapsed:.0f}s")
+        drawn = ", latest.png" if (RESULTS / "latest.png").exists() else ""
+        print(f"\nwrote {RESULTS / 'latest.json'}, latest.md{drawn} in {elapsed:.0f}s")
         return 0
     except Interrupted as stop:
         print(f"\nbench: interrupted by {stop}; stopping", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,3 +56,17 @@ def test_the_throughput_targets_are_issue_13s() -> None:
     rows = {t["target"]: t for t in report.targets(document)}
     assert rows["confluent at-least-once, 1 worker >= 0.8 x ceiling"]["met"] is False  # 50k of 100k
     assert rows["confluent exactly-once >= 0.7 x at-least-once (1 worker)"]["met"] is True  # 36k of 50k
+
+
+def test_without_matplotlib_no_chart_is_drawn_and_the_stale_one_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = tmp_path / "latest.png"
+    stale.write_bytes(b"an older run's chart")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+
+    assert report.draw(_document(12.0), tmp_path) is False
+
+    assert not stale.exists()
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no chart drawn" in line and "matplotlib" in line
