@@ -247,14 +247,15 @@ def test_prometheus_reads_every_documented_metric_with_the_values_of_the_run(scr
         assert scrape.value(f"{gauge}{job}") == 0, gauge
 
     # The alert rules are loaded and evaluated, and a healthy run fires none of them.
+    # Evaluated every 15 s: a rule not evaluated yet has health "unknown", so wait for that first.
+    wait_until("rules evaluated", lambda: all(
+        rule["lastEvaluation"] > "2000" for group in scrape.get("/api/v1/rules")["groups"] for rule in group["rules"]
+    ), 30)  # fmt: skip
     groups = scrape.get("/api/v1/rules")["groups"]
     rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
     assert set(rules) == set(alert_names())
     for name, rule in rules.items():
         assert rule["health"] == "ok", f"{name}: {rule.get('lastError')}"
-    wait_until("rules evaluated", lambda: all(
-        rule["lastEvaluation"] > "2000" for group in scrape.get("/api/v1/rules")["groups"] for rule in group["rules"]
-    ), 30)  # fmt: skip
     assert scrape.get("/api/v1/alerts")["alerts"] == []
 
 
