@@ -3,7 +3,7 @@
 A raw consume -> produce -> commit loop. Records are copied, key and value
 unchanged, to the output topic; nothing is parsed. The producer has the
 project's own reliability settings (``PRODUCER_DEFAULTS``: acks=all,
-idempotence, linger 5 ms, lz4), and an input offset is committed only once
+idempotence, linger 2 ms, lz4), and an input offset is committed only once
 every record of its batch, and of every batch before it, has been acknowledged
 (delivery callbacks, so batches are pipelined rather than flushed one by one).
 

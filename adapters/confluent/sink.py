@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
-    "linger.ms": 5,
+    # 2 ms, not librdkafka's 5: at light load a record waits out the linger alone, and on 300,000 records
+    # 2 ms measured the same CPU and throughput as 5 with 1 ms off p50 (1 ms cost 7% more CPU); bench/README.
+    "linger.ms": 2,
     "batch.num.messages": 10_000,
     "compression.type": "lz4",
     "queue.buffering.max.messages": 200_000,

@@ -26,7 +26,7 @@ class ProducerReliability:
 
     acks: str = "all"
     idempotence: bool = True
-    linger_ms: int = 5
+    linger_ms: int = 2
     compression: str = "lz4"
     batch_bytes: int = 1_000_000  # librdkafka's batch.size default, which the project keeps
 

@@ -70,3 +70,14 @@ def test_without_matplotlib_no_chart_is_drawn_and_the_stale_one_goes(
     assert not stale.exists()
     [line] = capsys.readouterr().err.splitlines()
     assert "no chart drawn" in line and "matplotlib" in line
+
+
+def test_the_peers_publish_with_the_projects_producer_settings() -> None:
+    """A peer with laxer producer settings would win by doing less: they follow ``PRODUCER_DEFAULTS``."""
+    from adapters.confluent.sink import PRODUCER_DEFAULTS
+    from bench.peers.rules import PRODUCER
+
+    peer = PRODUCER.librdkafka()
+    shared = ("acks", "enable.idempotence", "linger.ms", "compression.type")
+    assert {key: peer[key] for key in shared} == {key: PRODUCER_DEFAULTS[key] for key in shared}
+    assert PRODUCER.aiokafka()["linger_ms"] == PRODUCER_DEFAULTS["linger.ms"]

@@ -39,7 +39,9 @@ def test_demo_json_accounts_for_every_record() -> None:
     assert 300 < sum(summary["dead_lettered"].values()) < 700  # about one in ten
     assert summary["generation_s"] > 0 and summary["processing_s"] > 0  # generating is not counted as processing
     assert summary["generation_s"] + summary["processing_s"] == pytest.approx(summary["elapsed_s"], abs=0.002)
-    assert summary["records_per_s"] == pytest.approx(5000 / summary["processing_s"], rel=0.01)
+    # processing_s is rounded to the millisecond, the rate is not: on a fast machine (~40 ms) that is 1%.
+    processing = summary["processing_s"]
+    assert 5000 / (processing + 0.0005) - 0.1 <= summary["records_per_s"] <= 5000 / (processing - 0.0005) + 0.1
 
 
 def test_demo_prints_a_readable_summary() -> None:
