@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from bench import report
-from bench.run import _cpu_per_record
+from bench.contenders import CEILING, CONFLUENT_ALO_1, CONFLUENT_EOS_1, FASTSTREAM, QUIX
+from bench.run import FULL_RUNS, _cpu_per_record, _parse, _plan
 
 
 def test_cpu_per_record_counts_from_the_last_sample_before_t0_to_the_first_after_t_last() -> None:
@@ -81,3 +82,18 @@ def test_the_peers_publish_with_the_projects_producer_settings() -> None:
     shared = ("acks", "enable.idempotence", "linger.ms", "compression.type")
     assert {key: peer[key] for key in shared} == {key: PRODUCER_DEFAULTS[key] for key in shared}
     assert PRODUCER.aiokafka()["linger_ms"] == PRODUCER_DEFAULTS["linger.ms"]
+
+
+def test_quick_mode_reads_as_many_records_as_full_mode_and_saves_time_elsewhere() -> None:
+    """The ratios depend on the input's size (librdkafka's prefetch), so quick mode must not shrink it."""
+    full, quick = _plan(_parse([])), _plan(_parse(["--quick"]))
+    assert quick.records == full.records == 1_000_000
+    assert (quick.runs, full.runs) == (1, FULL_RUNS)
+    assert quick.latency_set == [] and not quick.memory_small
+    assert full.latency_set and full.memory_small
+    every_target_needs = {CEILING, CONFLUENT_ALO_1, CONFLUENT_EOS_1, QUIX, FASTSTREAM}
+    assert every_target_needs <= set(quick.contenders) < set(full.contenders)
+
+
+def test_records_can_still_be_chosen_in_quick_mode() -> None:
+    assert _plan(_parse(["--quick", "--records", "100000"])).records == 100_000
