@@ -1,7 +1,10 @@
+import ipaddress
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain import network
 from domain.network import AddressClass, classify_address, reference_classify_address
 
 PUBLIC = [
@@ -52,3 +55,22 @@ def test_the_fast_path_agrees_with_ipaddress(text: str) -> None:
 @pytest.mark.parametrize("text", ["1.2.3.4\x00", "1.2.3.04", "0x7f.0.0.1", "127.1", "1.2.3.4\n", "١.٢.٣.٤"])  # noqa: RUF001
 def test_the_fast_path_agrees_on_lookalikes(text: str) -> None:
     assert classify_address(text) is reference_classify_address(text)
+
+
+def _boundary_addresses() -> list[str]:
+    """Each first octet's lowest, middle and highest address, and every non-public range's edges +/- 1."""
+    values = set()
+    for octet in range(256):
+        values.update({octet << 24, (octet << 24) | 0x7F_FFFF, (octet << 24) | 0xFF_FFFF})
+    for start, end in zip(network._V4_STARTS, network._V4_ENDS, strict=True):
+        values.update({start - 1, start, start + 1, end - 1, end, end + 1})
+    return [str(ipaddress.IPv4Address(v)) for v in sorted(values) if 0 <= v < 2**32]
+
+
+def test_the_first_octet_screen_agrees_with_ipaddress_at_every_edge() -> None:
+    addresses = _boundary_addresses()
+    disagreeing = [a for a in addresses if classify_address(a) is not reference_classify_address(a)]
+    assert disagreeing == []
+    # The screen must really decide some addresses by their first octet alone, and leave the others to the search.
+    assert {classify_address(a) for a in addresses} == {AddressClass.PUBLIC, AddressClass.NON_PUBLIC}
+    assert network._V4_CLEAR_FIRST_OCTET[8] and not network._V4_CLEAR_FIRST_OCTET[192]
