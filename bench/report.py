@@ -509,12 +509,17 @@ def _write(path: Path, text: str) -> None:
 
 
 def write(document: dict[str, Any], directory: Path) -> str:
-    """latest.{json,md,png} plus <date>-<mode>.{json,md}; returns the Markdown."""
+    """latest.{json,md,png} plus, for a complete run, <date>-<mode>.{json,md}; returns the Markdown.
+
+    A partial run (``--only``, ``--records``...) must not overwrite the day's record of a complete one.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     text = markdown(document)
     data = json.dumps(document, indent=2) + "\n"
-    dated = f"{document['machine']['date'][:10]}-{document['machine']['mode']}"
-    for name in ("latest", dated):
+    names = ["latest"]
+    if not document["machine"].get("partial"):
+        names.append(f"{document['machine']['date'][:10]}-{document['machine']['mode']}")
+    for name in names:
         _write(directory / f"{name}.json", data)
         _write(directory / f"{name}.md", text)
     draw(document, directory)

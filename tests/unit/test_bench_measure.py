@@ -97,3 +97,19 @@ def test_quick_mode_reads_as_many_records_as_full_mode_and_saves_time_elsewhere(
 
 def test_records_can_still_be_chosen_in_quick_mode() -> None:
     assert _plan(_parse(["--quick", "--records", "100000"])).records == 100_000
+
+
+@pytest.mark.parametrize(("partial", "written"), [(False, {"latest", "2026-12-02-full"}), (True, {"latest"})])
+def test_only_a_complete_run_writes_the_dated_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partial: bool, written: set[str]
+) -> None:
+    (tmp_path / "2026-12-02-full.md").write_text("the complete run of that day")
+    monkeypatch.setattr(report, "markdown", lambda _document: "table")
+    monkeypatch.setattr(report, "draw", lambda _document, _directory: False)
+    document = {"machine": {"date": "2026-12-02T14:38:00", "mode": "full", "partial": partial}}
+
+    report.write(document, tmp_path)
+
+    assert {path.stem for path in tmp_path.glob("*.json")} == written
+    kept = (tmp_path / "2026-12-02-full.md").read_text()
+    assert (kept == "table") is not partial
