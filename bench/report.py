@@ -350,6 +350,13 @@ def _num(value: float | None, digits: int = 0, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
+def _runs_text(runs: int, rows: list[dict[str, Any]]) -> str:
+    """ "3 runs", or, when some contenders ran once (quick mode's slow ones), which."""
+    once = [row["name"] for row in rows if len(row["runs"]) == 1 and runs > 1]
+    text = f"{runs} run{'s' if runs > 1 else ''}"
+    return f"{text} (1 for {', '.join(once)})" if once else text
+
+
 def markdown(document: dict[str, Any]) -> str:
     machine = document["machine"]
     libs = machine["libraries"]
@@ -365,7 +372,7 @@ def markdown(document: dict[str, Any]) -> str:
         f"- Python {machine['python']}; Apache Kafka {machine['kafka_version']} ({machine['broker']}, one broker "
         "on loopback, sharing the cores with the contenders and the harness)",
         f"- Libraries: {lib_text}",
-        f"- Records/s: median of {runs} run{'s' if runs > 1 else ''} (min{DASH}max), contenders alternating; "
+        f"- Records/s: median of {_runs_text(runs, document['contenders'])} (min{DASH}max), contenders alternating; "
         "N / (LogAppendTime of the last output or DLQ record - LogAppendTime of the first); commit lag: from "
         "that last append until the group's offsets are committed up to the input's end (medians)",
         "- CPU us/record: the contender's user + system CPU (all its threads; summed over its processes for "
@@ -378,7 +385,7 @@ def markdown(document: dict[str, Any]) -> str:
     for row in document["contenders"]:
         if row["status"] == "ok":
             spread = ""
-            if runs > 1 and row["records_per_s_min"] is not None:
+            if len(row["runs"]) > 1 and row["records_per_s_min"] is not None:
                 spread = f" ({_num(row['records_per_s_min'])}{DASH}{_num(row['records_per_s_max'])})"
             throughput = _num(row["records_per_s"]) + spread
         else:

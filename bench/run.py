@@ -35,6 +35,7 @@ from bench.contenders import (
     MEMORY_REFERENCE,
     PEERS,
     QUICK,
+    QUICK_REPEATED,
     Contender,
     PeerVenv,
     Running,
@@ -283,10 +284,12 @@ def _cpu_per_record(samples: list[tuple[float, float]], t0: float, t_last: float
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="1 run, the main contenders, no latency and no separate memory run"
+        "--quick",
+        action="store_true",
+        help="the main contenders, 3 runs of the fast ones and 1 of the rest, no latency, no separate memory run",
     )
     parser.add_argument("--records", type=int, help="records in the workload (default 1,000,000, quick mode too)")
-    parser.add_argument("--runs", type=int, help="runs per contender (default 3; quick 1)")
+    parser.add_argument("--runs", type=int, help="runs per contender (default 3; quick mode 3 or 1)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these contenders (names as in the table)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
     parser.add_argument(
@@ -305,10 +308,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 class Plan:
     mode: str
     records: int
-    runs: int
+    runs: int  # the most runs any contender gets
     contenders: list[Contender]
     latency_set: list[Contender]
     memory_small: bool  # the separate 100,000-record memory run
+    once: frozenset[str] = frozenset()  # contenders run only once (quick mode's slow ones)
+
+    def runs_of(self, contender: Contender) -> int:
+        return 1 if contender.name in self.once else self.runs
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -316,11 +323,15 @@ def _plan(args: argparse.Namespace) -> Plan:
     contenders = [c for c in (QUICK if args.quick else FULL) if not args.only or c.name in args.only]
     if args.only and args.quick:  # --only may name a contender that quick mode leaves out
         contenders = [c for c in FULL if c.name in args.only]
+    once: frozenset[str] = frozenset()
+    if args.quick and not args.runs:
+        once = frozenset(c.name for c in contenders if c not in QUICK_REPEATED)
     return Plan(
         mode="quick" if args.quick else "full",
         records=records,
-        runs=args.runs or (1 if args.quick else FULL_RUNS),
+        runs=args.runs or FULL_RUNS,
         contenders=contenders,
+        once=once,
         latency_set=[] if args.quick or args.no_latency else [c for c in LATENCY if c in contenders],
         memory_small=not args.quick and not args.no_memory and MEMORY in contenders and records > MEMORY_SMALL_RECORDS,
     )
@@ -371,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(1, runs + 1):
             for contender in contenders:
                 outcome = outcomes[contender.name]
-                if outcome.status == "not supported" and outcome.runs:
+                if run > plan.runs_of(contender) or (outcome.status == "not supported" and outcome.runs):
                     continue
                 try:
                     result = harness.throughput(contender, f"{contender.name}-run{run}", workload)
@@ -381,14 +392,16 @@ def main(argv: list[str] | None = None) -> int:
                 if result.status == "ok":
                     assert result.records_per_s is not None and result.seconds is not None
                     harness.say(
-                        f"{contender.name} run {run}/{runs}: {result.records_per_s:,.0f} records/s "
+                        f"{contender.name} run {run}/{plan.runs_of(contender)}: {result.records_per_s:,.0f} records/s "
                         f"({result.seconds:.2f}s, commit lag {result.commit_lag_s:.2f}s, "
                         f"CPU {_us(result.cpu_us_per_record)} us/record, start-up {result.startup_s:.1f}s, "
                         f"peak RSS {result.peak_rss_mb} MB)"
                     )
                 else:
                     first_line = (result.error or "").replace("\n", " ")[:300]
-                    harness.say(f"{contender.name} run {run}/{runs}: {result.status.upper()}: {first_line}")
+                    harness.say(
+                        f"{contender.name} run {run}/{plan.runs_of(contender)}: {result.status.upper()}: {first_line}"
+                    )
 
         for contender in (MEMORY, MEMORY_REFERENCE):
             if contender.name not in outcomes:

@@ -88,7 +88,12 @@ def test_quick_mode_reads_as_many_records_as_full_mode_and_saves_time_elsewhere(
     """The ratios depend on the input's size (librdkafka's prefetch), so quick mode must not shrink it."""
     full, quick = _plan(_parse([])), _plan(_parse(["--quick"]))
     assert quick.records == full.records == 1_000_000
-    assert (quick.runs, full.runs) == (1, FULL_RUNS)
+    # The contenders whose ratios make the targets get as many runs as in full mode, the slow ones one.
+    assert {c.name: quick.runs_of(c) for c in quick.contenders} == {
+        c.name: FULL_RUNS if c in (CEILING, CONFLUENT_ALO_1, CONFLUENT_EOS_1) else 1 for c in quick.contenders
+    }
+    assert all(full.runs_of(c) == FULL_RUNS for c in full.contenders)
+    assert _plan(_parse(["--quick", "--runs", "2"])).runs_of(QUIX) == 2
     assert quick.latency_set == [] and not quick.memory_small
     assert full.latency_set and full.memory_small
     every_target_needs = {CEILING, CONFLUENT_ALO_1, CONFLUENT_EOS_1, QUIX, FASTSTREAM}
@@ -113,3 +118,11 @@ def test_only_a_complete_run_writes_the_dated_copy(
     assert {path.stem for path in tmp_path.glob("*.json")} == written
     kept = (tmp_path / "2026-12-02-full.md").read_text()
     assert (kept == "table") is not partial
+
+
+def test_the_table_says_which_contenders_ran_once() -> None:
+    assert report._runs_text(3, [{"name": "ceiling", "runs": [{}] * 3}, {"name": "faststream", "runs": [{}]}]) == (
+        "3 runs (1 for faststream)"
+    )
+    assert report._runs_text(3, [{"name": "ceiling", "runs": [{}] * 3}]) == "3 runs"
+    assert report._runs_text(1, [{"name": "ceiling", "runs": [{}]}]) == "1 run"
