@@ -106,7 +106,8 @@ def test_delivery_is_acknowledged_only_once_the_broker_has_the_record(kit: Adapt
 def test_committed_offsets_survive_a_consumer_restart(kit: AdapterKit) -> None:
     topic = kit.topic(partitions=1)
     publish(kit, topic, [(None, f"r{n}".encode(), []) for n in range(20)])
-    first = kit.source("restart-group")
+    group = f"restart-{uuid.uuid4().hex[:8]}"  # unique: a group left over from an earlier run has members
+    first = kit.source(group)
     recorder = Recorder()
     first.subscribe([topic], recorder)
     seen: list[ConsumedRecord] = []
@@ -118,7 +119,7 @@ def test_committed_offsets_survive_a_consumer_restart(kit: AdapterKit) -> None:
     recorder.positions.clear()  # and commit nothing more on the way out
     first.close()
 
-    again = consume(kit, topic, "restart-group", wanted=13)
+    again = consume(kit, topic, group, wanted=13)
     assert [r.offset for r in again] == list(range(7, 20))  # exactly after the last commit, nothing skipped
 
 
@@ -126,7 +127,7 @@ def test_a_second_member_takes_over_partitions_without_loss(kit: AdapterKit) -> 
     topic = kit.topic(partitions=4)
     total = 400
     publish(kit, topic, [(f"k{n}".encode(), f"v{n}".encode(), []) for n in range(total)])
-    group = "rebalance-group"
+    group = f"rebalance-{uuid.uuid4().hex[:8]}"
     first, second = Recorder(), Recorder()
     source_a, source_b = kit.source(group), kit.source(group)
     first.source, second.source = source_a, source_b
@@ -168,7 +169,7 @@ def test_a_second_member_takes_over_partitions_without_loss(kit: AdapterKit) -> 
 def test_paused_partitions_deliver_nothing_until_resumed(kit: AdapterKit) -> None:
     topic = kit.topic(partitions=1)
     publish(kit, topic, [(None, b"first", [])])
-    source = kit.source("pause-group")
+    source = kit.source(f"pause-{uuid.uuid4().hex[:8]}")
     recorder = Recorder()
     source.subscribe([topic], recorder)
     try:
@@ -197,7 +198,7 @@ def test_a_poll_returns_what_has_arrived_without_waiting_for_a_full_batch(kit: A
     """The port's promise (at most ``timeout_s`` for the *first* record): light load is served at once."""
     topic = kit.topic(partitions=1)
     publish(kit, topic, [(None, b"warm-up", [])])
-    source = kit.source("arrived-group")
+    source = kit.source(f"arrived-{uuid.uuid4().hex[:8]}")
     source.subscribe([topic], Recorder())
     try:
         got: list[ConsumedRecord] = []
