@@ -73,6 +73,7 @@ _ABORT_TIMEOUT_S = 10.0
 _SETTLE_PAUSE_S = 1.0
 # A transactional call this slow is waiting for a broker: say so then, not only once it gives up.
 _SLOW_CALL_S = 5.0
+_REQUEST_TIMEOUT_MS = 30_000  # kafka-python's default
 
 
 class KafkaPythonTransactionalSink(TransactionalSink):
@@ -92,6 +93,8 @@ class KafkaPythonTransactionalSink(TransactionalSink):
         queue_bytes: int = 64 * 1024 * 1024,
         max_message_bytes: int | None = None,
     ) -> None:
+        # A record cannot usefully outlive the transaction that carries it.
+        delivery_timeout_ms = min(PRODUCER_DEFAULTS["delivery_timeout_ms"], transaction_timeout_ms)
         self._config = client_config(
             connection,
             "producer",
@@ -101,8 +104,12 @@ class KafkaPythonTransactionalSink(TransactionalSink):
                 "max_in_flight_requests_per_connection": 5,
                 "transactional_id": transactional_id,
                 "transaction_timeout_ms": transaction_timeout_ms,
-                # A record cannot usefully outlive the transaction that carries it.
-                "delivery_timeout_ms": min(PRODUCER_DEFAULTS["delivery_timeout_ms"], transaction_timeout_ms),
+                "delivery_timeout_ms": delivery_timeout_ms,
+                # kafka-python refuses a delivery timeout not above linger + request timeout, so a short
+                # TRANSACTION_TIMEOUT_MS (under ~30 s) shortens the request timeout with it.
+                "request_timeout_ms": min(
+                    _REQUEST_TIMEOUT_MS, delivery_timeout_ms - PRODUCER_DEFAULTS["linger_ms"] - 1
+                ),
                 # Bounds init_transactions() (and a first send's wait for a topic's metadata).
                 "max_block_ms": 10_000,
             },

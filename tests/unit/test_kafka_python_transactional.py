@@ -129,3 +129,19 @@ def test_a_send_refused_for_the_producers_state_says_nothing_about_the_record(
     deliveries.serve()
     [error] = outcomes
     assert error is not None and error.collateral is collateral
+
+
+@pytest.mark.parametrize("transaction_timeout_ms", [1_000, 15_000, 60_000])
+def test_a_short_transaction_timeout_is_a_valid_producer_configuration(transaction_timeout_ms: int) -> None:
+    """kafka-python refuses delivery_timeout_ms <= linger_ms + request_timeout_ms, which TRANSACTION_TIMEOUT_MS
+    under 30 s used to produce: the service exited with "invalid producer configuration" at start."""
+    created = KafkaPythonTransactionalSink(
+        KafkaConnection("127.0.0.1:1"), "unit-test", transaction_timeout_ms=transaction_timeout_ms
+    )
+    try:
+        config = created._config
+        assert config["delivery_timeout_ms"] == transaction_timeout_ms
+        assert config["delivery_timeout_ms"] > config["linger_ms"] + config["request_timeout_ms"]
+        assert config["request_timeout_ms"] == min(30_000, transaction_timeout_ms - config["linger_ms"] - 1)
+    finally:
+        created.close()
