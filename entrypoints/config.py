@@ -137,7 +137,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("transactional_id", ("TRANSACTIONAL_ID",), str.strip, "",
             "Stable per-instance transactional id (default: group.input-topic.hostname.worker)"),
     Setting("transaction_timeout_ms", ("TRANSACTION_TIMEOUT_MS",), _integer(1000), "60000",
-            "How long the broker waits before aborting a transaction left open by a crashed instance"),
+            "How long the broker waits before aborting a transaction left open by a crashed instance; "
+            "a record's delivery timeout is never longer (with kafka-python, under 30 s the request timeout "
+            "shortens with it)"),
     Setting("retry_limit", ("RETRY_LIMIT", "KAFKA_RETRY_LIMIT"), _integer(0), "5",
             "Publish retries before a record is dead-lettered as publish_failed"),
     Setting("retry_backoff_ms", ("RETRY_BACKOFF_MS",), _integer(1), "100",
