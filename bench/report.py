@@ -351,7 +351,7 @@ def _num(value: float | None, digits: int = 0, suffix: str = "") -> str:
 
 
 def _runs_text(runs: int, rows: list[dict[str, Any]]) -> str:
-    """ "3 runs", or, when some contenders ran once (quick mode's slow ones), which."""
+    """How many runs each median is of, naming the contenders that ran once (quick mode's slow ones)."""
     once = [row["name"] for row in rows if len(row["runs"]) == 1 and runs > 1]
     text = f"{runs} run{'s' if runs > 1 else ''}"
     return f"{text} (1 for {', '.join(once)})" if once else text

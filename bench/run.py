@@ -58,13 +58,13 @@ from bench.workload import (
     preload,
 )
 
-# Quick mode reads as many records as full mode and saves its time elsewhere (1 run, fewer contenders,
-# no latency or separate memory run), because the ratios depend on the input's size. librdkafka
-# prefetches up to 16 MB (``queued.max.messages.kbytes``), roughly the first 90,000 of these records;
-# they reach a contender at memory speed, the rest at the rate the broker serves them while it also takes
-# the output. The ceiling ran about 210k records/s over its first 10% and 96k after; on 100,000 records
-# there is hardly an "after", so the ceiling doubled while the CPU-bound service did not, and quick mode
-# read 0.25 x ceiling against full mode's 0.80 x.
+# Quick mode reads as many records as full mode and saves its time elsewhere (one run of the slow
+# contenders, fewer contenders, no latency or separate memory run), because the ratios depend on the
+# input's size. librdkafka prefetches up to 16 MB (``queued.max.messages.kbytes``), roughly the first
+# 90,000 of these records; they reach a contender at memory speed, the rest at the rate the broker serves
+# them while it also takes the output. The ceiling ran about 210k records/s over its first 10% and 96k
+# after; on 100,000 records there is hardly an "after", so the ceiling doubled while the CPU-bound
+# service did not, and quick mode read 0.25 x ceiling against full mode's 0.80 x.
 FULL_RECORDS = 1_000_000
 MEMORY_SMALL_RECORDS = 100_000
 FULL_RUNS = 3
